@@ -1,0 +1,107 @@
+"""The one place where `lstm_keras.LSTM` chooses how to run its sequence loop.
+
+Dispatch rules, in order:
+
+1. A backend-specific fast path registered for the active Keras backend
+   (`register_fast_path`) is tried first. It either returns the result or
+   raises `NotImplementedError` for a configuration it does not cover
+   (non-default activations, recurrent dropout, `unroll=True`, ...), and then
+   the next rule applies. No fast path is registered yet: they arrive with
+   the speed work, each tested against the generic path.
+2. `use_cudnn=True` with no fast path that took the call is an error, as in
+   `keras.layers.LSTM`.
+3. Otherwise the generic path runs: `generic_lstm_sequence`, written in
+   `keras.ops`, which runs on every backend.
+"""
+
+import keras
+from keras import ops
+
+# `keras.layers.RNN` itself loops with this function; it handles masks,
+# `go_backwards`, `unroll` and every backend's loop primitive.
+from keras.src.backend import rnn as backend_rnn
+
+_FAST_PATHS = {}
+
+
+def register_fast_path(backend_name, fn):
+    """Registers `fn(layer, sequences, initial_state, mask, training)`.
+
+    `fn` runs the whole sequence for `backend_name` ("tensorflow", "jax" or
+    "torch") and returns `(last_output, outputs, [h, c])` like
+    `generic_lstm_sequence`, or raises `NotImplementedError` to decline.
+    """
+    _FAST_PATHS[backend_name] = fn
+
+
+def lstm_sequence(layer, sequences, initial_state, mask, training):
+    """Runs `layer` over `sequences` by the rules in this module's docstring.
+
+    Args:
+        layer: The `lstm_keras.LSTM` layer (its cell holds the weights).
+        sequences: `(batch, timesteps, input_dim)` inputs.
+        initial_state: `[h_0, c_0]`, each `(batch, units)`.
+        mask: Optional boolean `(batch, timesteps)`; `True` marks real steps.
+        training: Whether dropout is active.
+
+    Returns:
+        `(last_output, outputs, [h_T, c_T])`, with `outputs` `(batch,
+        timesteps, units)` when `layer.return_sequences`, as
+        `keras.layers.RNN.inner_loop` returns them.
+    """
+    fast_path = _FAST_PATHS.get(keras.backend.backend())
+    if fast_path is not None and layer.use_cudnn in ("auto", True):
+        try:
+            return fast_path(layer, sequences, initial_state, mask, training)
+        except NotImplementedError:
+            pass
+    if layer.use_cudnn is True:
+        raise ValueError(
+            "use_cudnn=True was specified, but no fast path supports this "
+            "layer configuration with this backend. Pass use_cudnn='auto' "
+            "to fall back to the generic implementation."
+        )
+    return generic_lstm_sequence(layer, sequences, initial_state, mask, training)
+
+
+def generic_lstm_sequence(layer, sequences, initial_state, mask, training):
+    """The reference sequence loop, in `keras.ops`, for every backend.
+
+    The input projection `x_t @ W + b` of all timesteps is one matmul before
+    the loop; each step then only multiplies `h_prev @ U`. Arguments and
+    return value as for `lstm_sequence`.
+    """
+    cell = layer.cell
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        # Padding may hold anything (even NaN): zero it so that masked steps
+        # cannot leak NaN into gradients through the unselected branch.
+        sequences = ops.where(
+            ops.expand_dims(mask, -1), sequences, ops.zeros_like(sequences)
+        )
+    if training and cell.dropout > 0:
+        input_mask = cell.get_dropout_mask(sequences[:, 0, :])
+        sequences = sequences * ops.expand_dims(input_mask, 1)
+    recurrent_mask = None
+    if training and cell.recurrent_dropout > 0:
+        recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
+    z_x = cell.input_projection(sequences)  # (batch, timesteps, 4 * units)
+
+    def step(z_x_t, states):
+        h_prev, c_prev = states[0], states[1]
+        if recurrent_mask is not None:
+            h_prev = h_prev * recurrent_mask
+        h, c = cell.recurrent_step(z_x_t, h_prev, c_prev)
+        return h, [h, c]
+
+    return backend_rnn(
+        step,
+        z_x,
+        list(initial_state),
+        go_backwards=layer.go_backwards,
+        mask=mask,
+        unroll=layer.unroll,
+        input_length=sequences.shape[1],
+        zero_output_for_mask=layer.zero_output_for_mask,
+        return_all_outputs=layer.return_sequences,
+    )

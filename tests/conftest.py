@@ -1,0 +1,47 @@
+"""Shared test settings: backend markers, slow-test opt-in, determinism."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=os.environ.get("LSTM_KERAS_RUN_SLOW") == "1",
+        help="also run tests marked slow (long quality checks)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow: pass --run-slow to run it")
+    skip_tf = pytest.mark.skip(
+        reason=f"needs the TensorFlow backend (running on {BACKEND})"
+    )
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if "tensorflow_only" in item.keywords and BACKEND != "tensorflow":
+            item.add_marker(skip_tf)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Each test starts from float32, no mixed precision, seeded RNGs."""
+    keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
