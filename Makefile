@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 PYTEST := $(PY) -m pytest -q
 # Core tests that also run on the JAX and torch backends.
-CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_gradcheck.py tests/test_docs.py
+CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_gradcheck.py tests/test_dispatch.py tests/test_docs.py
 
 .PHONY: demo test test-tensorflow test-jax test-torch lint gradcheck clean
 
