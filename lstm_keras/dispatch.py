@@ -70,8 +70,21 @@ def generic_lstm_sequence(layer, sequences, initial_state, mask, training):
     The input projection `x_t @ W + b` of all timesteps is one matmul before
     the loop; each step then only multiplies `h_prev @ U`. Arguments and
     return value as for `lstm_sequence`.
+
+    Masks are applied inside the step rather than by `backend.rnn`, whose
+    backends disagree at masked steps (JAX's scan emits `h_prev` where the
+    others emit the previous output, and the unrolled loops ignore
+    `zero_output_for_mask`). Here, on every backend, a masked step keeps
+    `h` and `c` and outputs zeros if `zero_output_for_mask`, else the
+    previous step's output (zeros before the first real step), which is
+    TensorFlow's behaviour.
     """
     cell = layer.cell
+    if layer.stateful and keras.backend.backend() == "torch":
+        # A stateful layer's initial state is its state variables, which
+        # `keras.layers.RNN.call` overwrites in place after this loop; torch
+        # autograd rejects that for tensors the graph saved, so use copies.
+        initial_state = [ops.copy(state) for state in initial_state]
     if mask is not None:
         mask = ops.cast(mask, "bool")
         # Padding may hold anything (even NaN): zero it so that masked steps
@@ -86,22 +99,47 @@ def generic_lstm_sequence(layer, sequences, initial_state, mask, training):
     if training and cell.recurrent_dropout > 0:
         recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
     z_x = cell.input_projection(sequences)  # (batch, timesteps, 4 * units)
+    states = list(initial_state)
+    units = cell.units
 
-    def step(z_x_t, states):
-        h_prev, c_prev = states[0], states[1]
+    def lstm_step(z_x_t, h_prev, c_prev):
         if recurrent_mask is not None:
             h_prev = h_prev * recurrent_mask
-        h, c = cell.recurrent_step(z_x_t, h_prev, c_prev)
-        return h, [h, c]
+        return cell.recurrent_step(z_x_t, h_prev, c_prev)
 
-    return backend_rnn(
+    if mask is None:
+
+        def step(z_x_t, states):
+            h, c = lstm_step(z_x_t, states[0], states[1])
+            return h, [h, c]
+
+    else:
+        # The mask rides along as one more input column, and the previous
+        # output as a third state, so the loop needs no backend masking.
+        z_x = ops.concatenate(
+            [z_x, ops.cast(ops.expand_dims(mask, -1), z_x.dtype)], axis=-1
+        )
+        states.append(ops.zeros_like(states[0]))
+
+        def step(z_x_and_mask_t, states):
+            h_prev, c_prev, output_prev = states
+            z_x_t = z_x_and_mask_t[:, : 4 * units]
+            is_real = z_x_and_mask_t[:, 4 * units :] > 0  # (batch, 1)
+            h, c = lstm_step(z_x_t, h_prev, c_prev)
+            if layer.zero_output_for_mask:
+                output_prev = ops.zeros_like(h)
+            output = ops.where(is_real, h, output_prev)
+            h = ops.where(is_real, h, h_prev)
+            c = ops.where(is_real, c, c_prev)
+            return output, [h, c, output]
+
+    last_output, outputs, final_states = backend_rnn(
         step,
         z_x,
-        list(initial_state),
+        states,
         go_backwards=layer.go_backwards,
-        mask=mask,
         unroll=layer.unroll,
         input_length=sequences.shape[1],
-        zero_output_for_mask=layer.zero_output_for_mask,
         return_all_outputs=layer.return_sequences,
     )
+    return last_output, outputs, list(final_states[:2])

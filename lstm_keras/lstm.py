@@ -119,11 +119,11 @@ class LSTM(keras.layers.RNN):
 
     >>> inputs = np.random.random((32, 10, 8)).astype("float32")
     >>> lstm = lstm_keras.LSTM(4)
-    >>> lstm(inputs).shape
+    >>> tuple(lstm(inputs).shape)
     (32, 4)
     >>> lstm = lstm_keras.LSTM(4, return_sequences=True, return_state=True)
     >>> outputs, h, c = lstm(inputs)
-    >>> outputs.shape, h.shape, c.shape
+    >>> tuple(outputs.shape), tuple(h.shape), tuple(c.shape)
     ((32, 10, 4), (32, 4), (32, 4))
     """
 
@@ -228,7 +228,7 @@ class LSTM(keras.layers.RNN):
                 f"list of 2 tensors [h_0, c_0]; received {len(state_shapes)}."
             )
         batch_size = sequences_shape[0]
-        for name, shape in zip(("h_0", "c_0"), state_shapes):
+        for name, shape in zip(("h_0", "c_0"), state_shapes, strict=True):
             shape = tuple(shape)
             wrong_batch = None not in (batch_size, shape[0]) and (
                 shape[0] != batch_size

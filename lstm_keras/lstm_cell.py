@@ -119,7 +119,7 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
 
     >>> cell = lstm_keras.LSTMCell(4)
     >>> layer = keras.layers.RNN(cell)
-    >>> layer(np.zeros((2, 5, 3))).shape
+    >>> tuple(layer(np.zeros((2, 5, 3))).shape)
     (2, 4)
     >>> sorted(cell.gate_weights())
     ['candidate', 'forget', 'input', 'output']
@@ -324,7 +324,7 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
                 )
             checked = []
             for part, old, value in zip(
-                ("feedforward", "recurrent", "bias"), current[gate], new
+                ("feedforward", "recurrent", "bias"), current[gate], new, strict=True
             ):
                 if old is None:
                     if value is not None:
