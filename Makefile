@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 PYTEST := $(PY) -m pytest -q
+# TensorFlow's C++ start-up chatter hides the test output.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Core tests that also run on the JAX and torch backends.
 CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_gradcheck.py tests/test_dispatch.py tests/test_docs.py
 
@@ -41,7 +43,8 @@ test-torch: $(VENV)/.installed-test
 
 ## lint: ruff over the code
 lint: $(VENV)/.installed-test
-	$(PY) -m ruff check lstm_keras training tuning tests benchmarks
+	$(PY) -m ruff check lstm_keras training tuning tests
+	$(PY) -m ruff format --check lstm_keras training tuning tests
 
 ## gradcheck: print the backprop verification table
 gradcheck: $(VENV)/.installed-test

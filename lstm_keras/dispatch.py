@@ -61,7 +61,9 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
             "layer configuration with this backend. Pass use_cudnn='auto' "
             "to fall back to the generic implementation."
         )
-    return generic_lstm_sequence(layer, sequences, initial_state, mask, training)
+    return generic_lstm_sequence(
+        layer, sequences, initial_state, mask, training
+    )
 
 
 def generic_lstm_sequence(layer, sequences, initial_state, mask, training):

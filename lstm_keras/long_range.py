@@ -66,7 +66,9 @@ def build_regressor(recurrent_layer, length, input_dim=2):
     """
     inputs = keras.Input(shape=(length, input_dim))
     outputs = keras.layers.Dense(1)(recurrent_layer(inputs))
-    return keras.Model(inputs, outputs, name=recurrent_layer.name + "_regressor")
+    return keras.Model(
+        inputs, outputs, name=recurrent_layer.name + "_regressor"
+    )
 
 
 def compare_on_adding(
@@ -106,7 +108,10 @@ def compare_on_adding(
     results = []
     candidates = (
         ("lstm_keras.LSTM", lambda: LSTM(units, name="lstm")),
-        ("keras.layers.SimpleRNN", lambda: keras.layers.SimpleRNN(units, name="rnn")),
+        (
+            "keras.layers.SimpleRNN",
+            lambda: keras.layers.SimpleRNN(units, name="rnn"),
+        ),
     )
     for label, make_layer in candidates:
         keras.utils.set_random_seed(seed)

@@ -254,7 +254,9 @@ class LSTM(keras.layers.RNN):
             self._check_initial_state_shapes(
                 initial_state_shape, sequences_shape
             )
-        return super().compute_output_shape(sequences_shape, initial_state_shape)
+        return super().compute_output_shape(
+            sequences_shape, initial_state_shape
+        )
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         self._check_sequences_shape(sequences.shape)

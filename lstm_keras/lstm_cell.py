@@ -263,7 +263,9 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
             inputs = inputs * self.get_dropout_mask(inputs)
         if training and self.recurrent_dropout > 0:
             h_prev = h_prev * self.get_recurrent_dropout_mask(h_prev)
-        h, c = self.recurrent_step(self.input_projection(inputs), h_prev, c_prev)
+        h, c = self.recurrent_step(
+            self.input_projection(inputs), h_prev, c_prev
+        )
         return h, [h, c]
 
     def get_initial_state(self, batch_size=None):
@@ -324,7 +326,10 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
                 )
             checked = []
             for part, old, value in zip(
-                ("feedforward", "recurrent", "bias"), current[gate], new, strict=True
+                ("feedforward", "recurrent", "bias"),
+                current[gate],
+                new,
+                strict=True,
             ):
                 if old is None:
                     if value is not None:
@@ -350,7 +355,9 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
             np.concatenate([current[g][1] for g in GATE_ORDER], axis=1)
         )
         if self.use_bias:
-            self.bias.assign(np.concatenate([current[g][2] for g in GATE_ORDER]))
+            self.bias.assign(
+                np.concatenate([current[g][2] for g in GATE_ORDER])
+            )
 
     def get_config(self):
         config = {

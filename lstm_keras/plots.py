@@ -26,9 +26,13 @@ def plot_adding_curves(results, length, path):
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for result in results:
         curve = result["val_mse_per_epoch"]
-        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=result["model"])
+        ax.plot(
+            range(1, len(curve) + 1), curve, marker="o", label=result["model"]
+        )
     ax.axhline(
-        results[0]["baseline_mse"], color="gray", linestyle="--",
+        results[0]["baseline_mse"],
+        color="gray",
+        linestyle="--",
         label="predict 1.0 (baseline)",
     )
     ax.set_yscale("log")

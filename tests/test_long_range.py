@@ -37,7 +37,10 @@ def test_adding_problem_is_reproducible_by_seed():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"num_samples": 4, "length": 1}, "length"), ({"num_samples": 0, "length": 8}, "num_samples")],
+    [
+        ({"num_samples": 4, "length": 1}, "length"),
+        ({"num_samples": 0, "length": 8}, "num_samples"),
+    ],
 )
 def test_adding_problem_rejects_bad_sizes(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -48,16 +51,36 @@ def test_demo_command_writes_results_and_plot(tmp_path, capsys):
     from training import adding_demo
 
     code = adding_demo.main(
-        ["--length", "6", "--samples", "64", "--epochs", "1", "--units", "4",
-         "--verbose", "0", "--out", str(tmp_path)]
+        [
+            "--length",
+            "6",
+            "--samples",
+            "64",
+            "--epochs",
+            "1",
+            "--units",
+            "4",
+            "--verbose",
+            "0",
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert code == 0
     results = json.loads((tmp_path / "results.json").read_text())["results"]
-    assert [r["model"] for r in results] == ["lstm_keras.LSTM", "keras.layers.SimpleRNN"]
+    assert [r["model"] for r in results] == [
+        "lstm_keras.LSTM",
+        "keras.layers.SimpleRNN",
+    ]
     # 4 units on 2 features: LSTM 4*(2*4 + 4*4 + 4) + dense 5; RNN a quarter of the recurrent part.
-    assert [r["params"] for r in results] == [4 * (8 + 16 + 4) + 5, (8 + 16 + 4) + 5]
+    assert [r["params"] for r in results] == [
+        4 * (8 + 16 + 4) + 5,
+        (8 + 16 + 4) + 5,
+    ]
     assert all(np.isfinite(r["test_mse"]) for r in results)
-    assert (tmp_path / "adding_val_mse.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "adding_val_mse.png").read_bytes()[
+        :8
+    ] == b"\x89PNG\r\n\x1a\n"
     assert "baseline" in capsys.readouterr().out
 
 
