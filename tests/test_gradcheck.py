@@ -12,6 +12,8 @@ import pytest
 
 import lstm_keras
 from lstm_keras import gradcheck
+from lstm_keras.gradcheck import autodiff
+from lstm_keras.gradcheck import reference
 
 BACKEND = keras.backend.backend()
 B, T, D, H = 2, 5, 3, 4
@@ -170,7 +172,7 @@ def test_reference_backward_check_can_fail(monkeypatch):
     # The same comparison, with the sigmoid's derivative sign flipped.
     rng = np.random.default_rng(0)
     values, options = _reference_case(rng, REFERENCE_CASES["right"])
-    monkeypatch.setattr(gradcheck, "_dsigmoid", lambda s: -s * (1.0 - s))
+    monkeypatch.setattr(reference, "_dsigmoid", lambda s: -s * (1.0 - s))
     worst, _ = _worst_fd_error(values, options, _cotangents(rng))
     assert worst > 1e-2
 
@@ -436,7 +438,7 @@ def test_leading_padding_with_initial_state(options):
 def test_check_fails_with_wrong_reference(monkeypatch):
     # A sign error in tanh's derivative: the reference is wrong, the layer is
     # not, so only the reference comparison may fail.
-    monkeypatch.setattr(gradcheck, "_dtanh", lambda t: 1.0 + t * t)
+    monkeypatch.setattr(reference, "_dtanh", lambda t: 1.0 + t * t)
     result = gradcheck.check_gradients(mask="right")
     assert not result.passed
     assert result.row("kernel").ref_rel_error > 1e-3
@@ -444,7 +446,7 @@ def test_check_fails_with_wrong_reference(monkeypatch):
 
 
 def test_check_fails_with_corrupted_autodiff(monkeypatch):
-    original = gradcheck._LayerProbe.gradients
+    original = autodiff._LayerProbe.gradients
 
     def corrupted(self, cotangents):
         grads = original(self, cotangents)
@@ -452,7 +454,7 @@ def test_check_fails_with_corrupted_autodiff(monkeypatch):
         kernel[1, 2] += 1e-5 * np.abs(kernel).max()
         return grads
 
-    monkeypatch.setattr(gradcheck._LayerProbe, "gradients", corrupted)
+    monkeypatch.setattr(autodiff._LayerProbe, "gradients", corrupted)
     result = gradcheck.check_gradients()
     assert not result.passed
     row = result.row("recurrent_kernel")
@@ -484,7 +486,7 @@ def test_main_prints_table_and_exit_status(capsys):
 
 
 def test_main_exit_status_on_failure(monkeypatch, capsys):
-    monkeypatch.setattr(gradcheck, "_dsigmoid", lambda s: s)
+    monkeypatch.setattr(reference, "_dsigmoid", lambda s: s)
     status = gradcheck.main(["--config", "plain", "--dtype", "float32"])
     assert status == 1
     assert "FAILED" in capsys.readouterr().out

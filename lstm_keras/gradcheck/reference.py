@@ -1,0 +1,380 @@
+"""The NumPy reference: the LSTM forward pass and its hand-derived BPTT.
+
+`reference_forward` restates `lstm_keras.LSTM`'s forward pass in float64
+NumPy (default activations; Keras's semantics for masks, `go_backwards` and
+variational dropout) and keeps what backpropagation needs in a cache;
+`reference_backward` backpropagates through time by hand, in the notation of
+the LSTM equations. Both depend on nothing but NumPy, so that they are an
+independent check of the layer's autodiff. `TENSOR_NAMES` lists the tensors
+whose gradients the reference returns, in the order the checker reports
+them.
+"""
+
+import numpy as np
+
+TENSOR_NAMES = ("x", "h0", "c0", "kernel", "recurrent_kernel", "bias")
+"""The tensors whose gradients are checked, in table order."""
+
+
+def _sigmoid(z):
+    # Split by sign so that exp never overflows, even for huge |z|.
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def _dsigmoid(s):
+    """sigma'(z) written through its output s = sigma(z)."""
+    return s * (1.0 - s)
+
+
+def _dtanh(t):
+    """tanh'(z) written through its output t = tanh(z)."""
+    return 1.0 - t * t
+
+
+def _as_float64(name, value, ndim):
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Argument `{name}` must be a numeric array; received {value!r}."
+        ) from error
+    if array.ndim != ndim:
+        raise ValueError(
+            f"Argument `{name}` must have rank {ndim}; received shape "
+            f"{array.shape}."
+        )
+    return array
+
+
+def _check_shape(name, array, shape):
+    if array.shape != tuple(shape):
+        raise ValueError(
+            f"Argument `{name}` must have shape {tuple(shape)}; received "
+            f"{array.shape}."
+        )
+
+
+def reference_forward(
+    x,
+    h0,
+    c0,
+    kernel,
+    recurrent_kernel,
+    bias=None,
+    mask=None,
+    go_backwards=False,
+    zero_output_for_mask=False,
+    input_dropout_mask=None,
+    recurrent_dropout_mask=None,
+):
+    """Runs the LSTM forward pass in NumPy, in float64.
+
+    An independent restatement of `lstm_keras.LSTM`'s forward pass with the
+    default activations (`tanh` candidate and cell output, `sigmoid` gates;
+    other activations are not supported), with Keras's semantics for masks,
+    `go_backwards` and variational dropout:
+
+    - gates `z = x_t W + (h_prev * r) U + b`, in the order input, forget,
+      candidate, output; `c_t = f * c_prev + i * g`, `h_t = o * tanh(c_t)`;
+    - masked inputs are replaced by zeros first (they may hold NaN); then the
+      inputs are multiplied by `input_dropout_mask` and `h_prev` by
+      `recurrent_dropout_mask` where it enters the recurrent matmul (the
+      carried state itself is not dropped);
+    - at a masked step `h` and `c` keep their previous values, and the output
+      is zero with `zero_output_for_mask=True`, else the previous step's
+      output (zeros before the first step, not `h0`);
+    - `go_backwards=True` processes time reversed and returns the outputs in
+      processing order, as Keras does.
+
+    Args:
+        x: `(batch, timesteps, input_dim)` inputs.
+        h0: `(batch, units)` initial hidden state.
+        c0: `(batch, units)` initial cell state.
+        kernel: `(input_dim, 4 * units)` feedforward weights.
+        recurrent_kernel: `(units, 4 * units)` recurrent weights.
+        bias: Optional `(4 * units,)` bias. Defaults to `None` (no bias).
+        mask: Optional boolean `(batch, timesteps)`, `False` at padded steps.
+            Defaults to `None` (no padding).
+        go_backwards: Process the sequence in reverse. Defaults to `False`.
+        zero_output_for_mask: Output zeros at masked steps instead of the
+            previous output. Defaults to `False`.
+        input_dropout_mask: Optional `(batch, input_dim)` multiplier of the
+            inputs (0 or `1 / (1 - rate)`). Defaults to `None`.
+        recurrent_dropout_mask: Optional `(batch, units)` multiplier of
+            `h_prev` in the recurrent matmul. Defaults to `None`.
+
+    Returns:
+        A tuple `(outputs, last_output, h_T, c_T, cache)`: `outputs`
+        `(batch, timesteps, units)` in Keras's order (processing order),
+        `last_output = outputs[:, -1]`, the final states, and an opaque
+        `cache` for `reference_backward`. Arrays are float64.
+
+    Example:
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(2, 5, 3))
+    >>> h0 = c0 = np.zeros((2, 4))
+    >>> kernel = rng.normal(size=(3, 16))
+    >>> recurrent_kernel = rng.normal(size=(4, 16))
+    >>> outputs, last, h, c, cache = reference_forward(
+    ...     x, h0, c0, kernel, recurrent_kernel)
+    >>> outputs.shape, last.shape
+    ((2, 5, 4), (2, 4))
+    """
+    x = _as_float64("x", x, 3)
+    batch, timesteps, input_dim = x.shape
+    if timesteps == 0:
+        raise ValueError("Argument `x` must have at least one timestep.")
+    kernel = _as_float64("kernel", kernel, 2)
+    if kernel.shape[0] != input_dim or kernel.shape[1] % 4:
+        raise ValueError(
+            "Argument `kernel` must have shape (input_dim, 4 * units) with "
+            f"input_dim={input_dim}; received {kernel.shape}."
+        )
+    units = kernel.shape[1] // 4
+    recurrent_kernel = _as_float64("recurrent_kernel", recurrent_kernel, 2)
+    _check_shape("recurrent_kernel", recurrent_kernel, (units, 4 * units))
+    h0 = _as_float64("h0", h0, 2)
+    _check_shape("h0", h0, (batch, units))
+    c0 = _as_float64("c0", c0, 2)
+    _check_shape("c0", c0, (batch, units))
+    if bias is not None:
+        bias = _as_float64("bias", bias, 1)
+        _check_shape("bias", bias, (4 * units,))
+    if mask is None:
+        mask = np.ones((batch, timesteps), dtype=bool)
+    else:
+        mask = np.asarray(mask).astype(bool)
+        _check_shape("mask", mask, (batch, timesteps))
+    if input_dropout_mask is not None:
+        input_dropout_mask = _as_float64(
+            "input_dropout_mask", input_dropout_mask, 2
+        )
+        _check_shape(
+            "input_dropout_mask", input_dropout_mask, (batch, input_dim)
+        )
+    if recurrent_dropout_mask is not None:
+        recurrent_dropout_mask = _as_float64(
+            "recurrent_dropout_mask", recurrent_dropout_mask, 2
+        )
+        _check_shape(
+            "recurrent_dropout_mask", recurrent_dropout_mask, (batch, units)
+        )
+
+    # Work in processing order from here on; the backward pass undoes this.
+    x = np.where(mask[:, :, None], x, 0.0)
+    if go_backwards:
+        x, mask = x[:, ::-1], mask[:, ::-1]
+    x_dropped = (
+        x if input_dropout_mask is None else x * input_dropout_mask[:, None]
+    )
+
+    h_prev, c_prev = h0, c0
+    out_prev = np.zeros((batch, units))
+    outputs = np.empty((batch, timesteps, units))
+    steps = []
+    for t in range(timesteps):
+        h_in = (
+            h_prev
+            if recurrent_dropout_mask is None
+            else h_prev * recurrent_dropout_mask
+        )
+        z = x_dropped[:, t] @ kernel + h_in @ recurrent_kernel
+        if bias is not None:
+            z = z + bias
+        z_i, z_f, z_c, z_o = np.split(z, 4, axis=-1)
+        input_gate = _sigmoid(z_i)
+        forget_gate = _sigmoid(z_f)
+        candidate = np.tanh(z_c)
+        output_gate = _sigmoid(z_o)
+        c_new = forget_gate * c_prev + input_gate * candidate
+        tanh_c = np.tanh(c_new)
+        h_new = output_gate * tanh_c
+        steps.append(
+            dict(
+                h_prev=h_prev,
+                h_in=h_in,
+                c_prev=c_prev,
+                input_gate=input_gate,
+                forget_gate=forget_gate,
+                candidate=candidate,
+                output_gate=output_gate,
+                tanh_c=tanh_c,
+            )
+        )
+        keep = mask[:, t, None]
+        masked_output = 0.0 if zero_output_for_mask else out_prev
+        out_prev = np.where(keep, h_new, masked_output)
+        outputs[:, t] = out_prev
+        h_prev = np.where(keep, h_new, h_prev)
+        c_prev = np.where(keep, c_new, c_prev)
+
+    cache = dict(
+        x_dropped=x_dropped,
+        mask=mask,
+        steps=steps,
+        kernel=kernel,
+        recurrent_kernel=recurrent_kernel,
+        use_bias=bias is not None,
+        go_backwards=bool(go_backwards),
+        zero_output_for_mask=bool(zero_output_for_mask),
+        input_dropout_mask=input_dropout_mask,
+        recurrent_dropout_mask=recurrent_dropout_mask,
+    )
+    return outputs, outputs[:, -1].copy(), h_prev, c_prev, cache
+
+
+def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
+    """Backpropagation through time for `reference_forward`, by hand.
+
+    Given the gradients of a loss with respect to the forward pass's results,
+    returns the gradients with respect to its arguments. In the notation of
+    the LSTM equations, going from the last processed step back to the first:
+
+        delta_h_t = dL/d(output_t) + delta_h from t+1   (output and state)
+        delta_c_t = delta_c_{t+1} * f_{t+1}
+                    + delta_h_t * o_t * (1 - tanh^2(c_t))
+        delta_o = delta_h_t * tanh(c_t)        delta_z_o = delta_o * o (1 - o)
+        delta_i = delta_c_t * g_t              delta_z_i = delta_i * i (1 - i)
+        delta_f = delta_c_t * c_{t-1}          delta_z_f = delta_f * f (1 - f)
+        delta_g = delta_c_t * i_t              delta_z_c = delta_g * (1 - g^2)
+
+    then `dW += x_t^T delta_z`, `dU += (h_{t-1} r)^T delta_z`,
+    `db += sum delta_z`, `delta_x_t = delta_z W^T` and
+    `delta_h_{t-1} = (delta_z U^T) r`. A masked step contributes nothing to
+    the weights and passes `delta_h`, `delta_c` unchanged to `t - 1`.
+
+    Args:
+        cache: The `cache` returned by `reference_forward`.
+        d_outputs: Optional `(batch, timesteps, units)` gradient of the loss
+            with respect to `outputs` (Keras's order, as returned). For a
+            layer with `return_sequences=False`, put the gradient of the last
+            output in `d_outputs[:, -1]`. Defaults to `None` (zeros).
+        d_h_T: Optional `(batch, units)` gradient with respect to the final
+            hidden state. Defaults to `None` (zeros).
+        d_c_T: Optional `(batch, units)` gradient with respect to the final
+            cell state. Defaults to `None` (zeros).
+
+    Returns:
+        A dict with float64 gradients for `"x"`, `"h0"`, `"c0"`, `"kernel"`,
+        `"recurrent_kernel"` and `"bias"` (`None` when the forward pass had
+        no bias).
+
+    Example:
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(2, 5, 3))
+    >>> h0 = c0 = np.zeros((2, 4))
+    >>> outputs, last, h, c, cache = reference_forward(
+    ...     x, h0, c0, rng.normal(size=(3, 16)), rng.normal(size=(4, 16)))
+    >>> grads = reference_backward(cache, d_outputs=np.ones_like(outputs))
+    >>> grads["kernel"].shape
+    (3, 16)
+    """
+    if not isinstance(cache, dict) or "steps" not in cache:
+        raise ValueError(
+            "Argument `cache` must be the cache returned by "
+            "`reference_forward`."
+        )
+    x_dropped = cache["x_dropped"]
+    mask = cache["mask"]
+    kernel = cache["kernel"]
+    recurrent_kernel = cache["recurrent_kernel"]
+    input_dropout_mask = cache["input_dropout_mask"]
+    recurrent_dropout_mask = cache["recurrent_dropout_mask"]
+    batch, timesteps, _ = x_dropped.shape
+    units = recurrent_kernel.shape[0]
+
+    def _gradient(name, value, shape):
+        if value is None:
+            return np.zeros(shape)
+        value = np.asarray(value, dtype=np.float64)
+        _check_shape(name, value, shape)
+        return value
+
+    d_outputs = _gradient("d_outputs", d_outputs, (batch, timesteps, units))
+    delta_h = _gradient("d_h_T", d_h_T, (batch, units)).copy()
+    delta_c = _gradient("d_c_T", d_c_T, (batch, units)).copy()
+
+    d_x = np.zeros_like(x_dropped)
+    d_kernel = np.zeros_like(kernel)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_bias = np.zeros(4 * units)
+    # Gradient reaching an output that a later masked step copied forward
+    # (zero_output_for_mask=False): it belongs to this step's output.
+    delta_out_carried = np.zeros((batch, units))
+
+    for t in reversed(range(timesteps)):
+        step = cache["steps"][t]
+        keep = mask[:, t, None]
+        delta_out = d_outputs[:, t] + delta_out_carried
+
+        # Where the step is real, its h_t is both the output and the state
+        # handed to t + 1, so both gradients land on it; where masked, the
+        # cell's result was discarded and gets no gradient at all.
+        delta_h_t = np.where(keep, delta_out + delta_h, 0.0)
+        delta_c_t = np.where(keep, delta_c, 0.0)
+
+        input_gate = step["input_gate"]
+        forget_gate = step["forget_gate"]
+        candidate = step["candidate"]
+        output_gate = step["output_gate"]
+        tanh_c = step["tanh_c"]
+
+        # c_t feeds h_t through tanh, on top of what t + 1 sent back (that
+        # already carries its factor f_{t+1}: see delta_c_prev below).
+        delta_c_t = delta_c_t + delta_h_t * output_gate * _dtanh(tanh_c)
+        delta_output_gate = delta_h_t * tanh_c
+        delta_input_gate = delta_c_t * candidate
+        delta_forget_gate = delta_c_t * step["c_prev"]
+        delta_candidate = delta_c_t * input_gate
+        delta_z = np.concatenate(
+            [
+                delta_input_gate * _dsigmoid(input_gate),
+                delta_forget_gate * _dsigmoid(forget_gate),
+                delta_candidate * _dtanh(candidate),
+                delta_output_gate * _dsigmoid(output_gate),
+            ],
+            axis=-1,
+        )
+
+        d_kernel += x_dropped[:, t].T @ delta_z
+        # The recurrent weights saw the dropped-out h_prev, not h_prev.
+        d_recurrent_kernel += step["h_in"].T @ delta_z
+        d_bias += delta_z.sum(axis=0)
+        d_x[:, t] = delta_z @ kernel.T
+
+        delta_h_in = delta_z @ recurrent_kernel.T
+        if recurrent_dropout_mask is not None:
+            delta_h_in = delta_h_in * recurrent_dropout_mask
+        # A masked step forwarded h_prev and c_prev untouched, so their
+        # gradients pass straight through it to t - 1.
+        delta_h = np.where(keep, delta_h_in, delta_h)
+        delta_c = np.where(keep, delta_c_t * forget_gate, delta_c)
+        if cache["zero_output_for_mask"]:
+            delta_out_carried = np.zeros((batch, units))
+        else:
+            # A masked step's output was the previous output, copied.
+            delta_out_carried = np.where(keep, 0.0, delta_out)
+    # What is left in delta_out_carried reached the constant zeros that
+    # stand in for "the output before the first step": it is dropped.
+
+    if input_dropout_mask is not None:
+        d_x = d_x * input_dropout_mask[:, None]
+    # Padded inputs were replaced by zeros: nothing flows back into them.
+    d_x = np.where(mask[:, :, None], d_x, 0.0)
+    if cache["go_backwards"]:
+        d_x = d_x[:, ::-1]
+    return {
+        "x": np.ascontiguousarray(d_x),
+        "h0": delta_h,
+        "c0": delta_c,
+        "kernel": d_kernel,
+        "recurrent_kernel": d_recurrent_kernel,
+        "bias": d_bias if cache["use_bias"] else None,
+    }
