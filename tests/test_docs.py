@@ -11,6 +11,9 @@ import pytest
 import lstm_keras
 from lstm_keras import lstm
 from lstm_keras import lstm_cell
+from lstm_keras.gradcheck import check
+from lstm_keras.gradcheck import numerics
+from lstm_keras.gradcheck import reference
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -42,9 +45,19 @@ def test_readme_gate_example_runs():
     np.testing.assert_allclose(weights[2], namespace["b_f"] + 1.0)
 
 
-@pytest.mark.parametrize("module", [lstm, lstm_cell], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module",
+    [lstm, lstm_cell, reference, numerics, check],
+    ids=lambda m: m.__name__,
+)
 def test_docstring_examples(module):
-    globs = {"np": np, "keras": keras, "lstm_keras": lstm_keras}
+    globs = {
+        **vars(module),
+        "np": np,
+        "keras": keras,
+        "ops": keras.ops,
+        "lstm_keras": lstm_keras,
+    }
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     tests = [t for t in finder.find(module, globs=globs) if t.examples]
