@@ -1,16 +1,14 @@
 """The LSTM layer: `LSTMCell` run over a sequence, a drop-in for Keras's LSTM."""
 
 import keras
-from keras import activations
-from keras import constraints
-from keras import initializers
 from keras import regularizers
 from keras import tree
 
 from lstm_keras import dispatch
 from lstm_keras.lstm_cell import LSTMCell
 
-# Cell attributes the layer exposes read-only, as `keras.layers.LSTM` does.
+# Cell arguments the layer exposes read-only (as `keras.layers.LSTM` does)
+# and flattens into its config.
 _CELL_ATTRIBUTES = (
     "units",
     "activation",
@@ -297,41 +295,15 @@ class LSTM(keras.layers.RNN):
         self.cell.set_gate_weights(gate_weights)
 
     def get_config(self):
-        config = {
-            "units": self.units,
-            "activation": activations.serialize(self.activation),
-            "recurrent_activation": activations.serialize(
-                self.recurrent_activation
-            ),
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(
-                self.kernel_initializer
-            ),
-            "recurrent_initializer": initializers.serialize(
-                self.recurrent_initializer
-            ),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
-            "unit_forget_bias": self.unit_forget_bias,
-            "kernel_regularizer": regularizers.serialize(
-                self.kernel_regularizer
-            ),
-            "recurrent_regularizer": regularizers.serialize(
-                self.recurrent_regularizer
-            ),
-            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-            "activity_regularizer": regularizers.serialize(
-                self.activity_regularizer
-            ),
-            "kernel_constraint": constraints.serialize(self.kernel_constraint),
-            "recurrent_constraint": constraints.serialize(
-                self.recurrent_constraint
-            ),
-            "bias_constraint": constraints.serialize(self.bias_constraint),
-            "dropout": self.dropout,
-            "recurrent_dropout": self.recurrent_dropout,
-            "seed": self.cell.seed,
-            "use_cudnn": self.use_cudnn,
-        }
+        # The cell serializes its own arguments; the layer's config is those
+        # (flattened, as in keras.layers.LSTM) plus the RNN and layer options.
+        cell_config = self.cell.get_config()
+        config = {name: cell_config[name] for name in _CELL_ATTRIBUTES}
+        config["seed"] = cell_config["seed"]
+        config["activity_regularizer"] = regularizers.serialize(
+            self.activity_regularizer
+        )
+        config["use_cudnn"] = self.use_cudnn
         base_config = super().get_config()
         del base_config["cell"]
         return {**base_config, **config}
