@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
-PYTEST := $(PY) -m pytest -q
+PYTEST := $(PY) -m pytest -q -n 2
 # TensorFlow's C++ start-up chatter hides the test output.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Core tests that also run on the JAX and torch backends.
@@ -33,7 +33,7 @@ demo: $(VENV)/.installed-demo
 test: test-tensorflow test-jax test-torch
 
 test-tensorflow: $(VENV)/.installed-test
-	KERAS_BACKEND=tensorflow $(PYTEST) -n 2 tests
+	KERAS_BACKEND=tensorflow $(PYTEST) tests
 
 test-jax: $(VENV)/.installed-test
 	KERAS_BACKEND=jax $(PYTEST) -m "not tensorflow_only" $(CORE_TESTS)
