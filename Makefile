@@ -18,11 +18,11 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 $(VENV)/.installed-demo: setup.cfg pyproject.toml constraints.txt | $(PY)
-	$(PIP) -e '.[cpu,plots]'
+	$(PIP) -e '.[cpu,apps,plots]'
 	touch $@
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml constraints.txt | $(PY)
-	$(PIP) -e '.[cpu,plots,test]'
+	$(PIP) -e '.[cpu,apps,plots,test]'
 	touch $@ $(VENV)/.installed-demo
 
 ## demo: train LSTM vs SimpleRNN on the adding problem (T=100) and print both scores
