@@ -26,6 +26,9 @@ _CELL_ATTRIBUTES = (
     "bias_constraint",
     "dropout",
     "recurrent_dropout",
+    "use_peepholes",
+    "layer_norm",
+    "projection_units",
 )
 
 
@@ -50,6 +53,19 @@ class LSTM(keras.layers.RNN):
     any value, NaN included, without affecting outputs or gradients; and the
     recurrent dropout mask is shared by the four gates, like the input
     dropout mask (Keras draws four recurrent masks).
+
+    Three LSTM variants that `keras.layers.LSTM` lacks are options, off by
+    default and composable: `use_peepholes` (Gers & Schmidhuber, 2000, as in
+    TensorFlow's `BlockLSTM` op), `layer_norm` (Ba et al., 2016) and
+    `projection_units` (LSTMP, Sak et al., 2014, as `torch.nn.LSTM`'s
+    `proj_size`); `lstm_keras.LSTMCell` gives their equations, weights and
+    initial values. With `D` input features, `H = units` and
+    `R = projection_units or units`, the layer has
+    `4*H*(D + R) + 4*H*use_bias + 3*H*use_peepholes + 6*H*layer_norm
+    + H*R*(projection_units is not None)` parameters; the outputs and `h`
+    have `R` features, `c` has `H`. Only the variant-free layer shares
+    weights with `keras.layers.LSTM`; backend fast paths decline variants,
+    which run on the generic path on every backend.
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -95,23 +111,31 @@ class LSTM(keras.layers.RNN):
             path (cuDNN on a GPU); `"auto"` uses one when the configuration
             allows and falls back otherwise, `True` raises when none applies.
             Defaults to `"auto"`.
+        use_peepholes: Boolean, peephole connections from the cell state to
+            the input, forget (`c_prev`) and output (`c_t`) gates. Defaults
+            to `False`.
+        layer_norm: Boolean, layer normalization of each gate's
+            pre-activation and of `c_t` before its output activation.
+            Defaults to `False`.
+        projection_units: Optional positive integer `R`, the size `h_t` is
+            projected to. Defaults to `None` (no projection).
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...),
             `zero_output_for_mask` as for `keras.layers.RNN`, and
             `implementation`, accepted for compatibility and ignored.
 
     Call arguments:
         sequences: A 3D tensor `(batch, timesteps, features)`.
-        initial_state: Optional list `[h_0, c_0]` of `(batch, units)` tensors;
-            zeros when `None`. Defaults to `None`.
+        initial_state: Optional list `[h_0, c_0]` of `(batch, R)` and
+            `(batch, units)` tensors; zeros when `None`. Defaults to `None`.
         mask: Optional boolean `(batch, timesteps)` tensor, `False` for
             padded timesteps (left or right padding). Defaults to `None`.
         training: Python boolean, whether dropout is active. Defaults to
             `False`.
 
     Returns:
-        `(batch, units)` last output, or `(batch, timesteps, units)` with
-        `return_sequences=True`; with `return_state=True`, a list
-        `[output, h_T, c_T]`.
+        `(batch, R)` last output, or `(batch, timesteps, R)` with
+        `return_sequences=True` (`R = projection_units or units`); with
+        `return_state=True`, a list `[output, h_T, c_T]`.
 
     Example:
 
@@ -123,6 +147,10 @@ class LSTM(keras.layers.RNN):
     >>> outputs, h, c = lstm(inputs)
     >>> tuple(outputs.shape), tuple(h.shape), tuple(c.shape)
     ((32, 10, 4), (32, 4), (32, 4))
+    >>> lstmp = lstm_keras.LSTM(4, projection_units=2, return_state=True,
+    ...                         use_peepholes=True, layer_norm=True)
+    >>> [tuple(t.shape) for t in lstmp(inputs)]
+    [(32, 2), (32, 2), (32, 4)]
     """
 
     def __init__(
@@ -151,6 +179,9 @@ class LSTM(keras.layers.RNN):
         stateful=False,
         unroll=False,
         use_cudnn="auto",
+        use_peepholes=False,
+        layer_norm=False,
+        projection_units=None,
         **kwargs,
     ):
         if use_cudnn not in ("auto", True, False):
@@ -177,6 +208,9 @@ class LSTM(keras.layers.RNN):
             dropout=dropout,
             recurrent_dropout=recurrent_dropout,
             seed=seed,
+            use_peepholes=use_peepholes,
+            layer_norm=layer_norm,
+            projection_units=projection_units,
             dtype=kwargs.get("dtype", None),
             trainable=kwargs.get("trainable", True),
             name="lstm_cell",
@@ -226,15 +260,17 @@ class LSTM(keras.layers.RNN):
                 f"list of 2 tensors [h_0, c_0]; received {len(state_shapes)}."
             )
         batch_size = sequences_shape[0]
-        for name, shape in zip(("h_0", "c_0"), state_shapes, strict=True):
+        for name, shape, size in zip(
+            ("h_0", "c_0"), state_shapes, self.cell.state_size, strict=True
+        ):
             shape = tuple(shape)
             wrong_batch = None not in (batch_size, shape[0]) and (
                 shape[0] != batch_size
             )
-            if len(shape) != 2 or shape[1] != self.units or wrong_batch:
+            if len(shape) != 2 or shape[1] != size or wrong_batch:
                 raise ValueError(
                     f"Layer '{self.name}' expects `initial_state` {name} of "
-                    f"shape ({batch_size}, {self.units}); received {shape}."
+                    f"shape ({batch_size}, {size}); received {shape}."
                 )
 
     def build(self, sequences_shape, initial_state_shape=None):

@@ -14,6 +14,19 @@ The four weight sets are stored fused, in Keras's layout, so that weights move
 freely between `keras.layers.LSTM` and this cell: `kernel` [D, 4H] holds
 `[W_i | W_f | W_c | W_o]`, `recurrent_kernel` [H, 4H] holds the `U`s and
 `bias` [4H] the `b`s, in the gate order of `GATE_ORDER`.
+
+Three variants, each off by default and composable with the others:
+
+- peepholes (Gers & Schmidhuber, 2000; TensorFlow's `BlockLSTM` op): the
+  input and forget gates add `w_ci * c_prev` and `w_cf * c_prev` to their
+  pre-activations, the output gate adds `w_co * c_t`;
+- layer normalization (Ba et al., 2016): each gate's pre-activation
+  `x_t W_g + h_prev U_g` is normalized over its `units` features, scaled by
+  a gain, then shifted by `b_g`; `c_t` is normalized before its output
+  `tanh` (`h_t = o_t * tanh(LN(c_t))`) while the carried state stays the
+  unnormalized `c_t`, as in Ba et al.;
+- a projection (LSTMP, Sak et al., 2014): `h_t = (o_t * tanh(c_t)) P` with
+  `P` [H, R], so `h`, the output and `U` [R, 4H] have `R` features.
 """
 
 import keras
@@ -32,6 +45,20 @@ from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 GATE_ORDER = ("input", "forget", "candidate", "output")
 """The order of the four gates inside the fused kernels (Keras's order)."""
 
+LAYER_NORM_EPSILON = 1e-3
+"""Added to the variance in layer normalization (Keras's default)."""
+
+VARIANT_WEIGHTS = (
+    "input_peephole",
+    "forget_peephole",
+    "output_peephole",
+    "gate_norm_gamma",
+    "cell_norm_gamma",
+    "cell_norm_beta",
+    "projection_kernel",
+)
+"""Weights the variants add, in the order they are created (after `bias`)."""
+
 
 def check_positive_int(name, value):
     """Raises a `ValueError` naming `name` unless `value` is an integer > 0."""
@@ -45,6 +72,16 @@ def check_positive_int(name, value):
             f"Received an invalid value for argument `{name}`, expected a "
             f"positive integer, got {value}."
         )
+
+
+def check_bool(name, value):
+    """Raises a `ValueError` naming `name` unless `value` is a boolean."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"boolean, got {value!r}."
+        )
+    return bool(value)
 
 
 def check_rate(name, value):
@@ -77,6 +114,19 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
     Dropout is variational (Gal & Ghahramani, 2016): one mask per sequence,
     drawn when the sequence starts and shared by the four gates.
 
+    Three variants (see the module docstring for their equations) add weights
+    after `bias`, leaving the Keras weights unchanged: `use_peepholes` adds
+    `input_peephole`, `forget_peephole` and `output_peephole` [units], each
+    initialized to zeros (the cell starts as a plain LSTM); `layer_norm` adds
+    `gate_norm_gamma` [4 * units] (ones; the gates' shift is `bias`) and
+    `cell_norm_gamma`, `cell_norm_beta` [units] (ones, zeros);
+    `projection_units=R` adds `projection_kernel` [units, R] (initialized,
+    regularized and constrained like `kernel`) and makes `recurrent_kernel`
+    [R, 4 * units]. With `D` input features, `H = units` and
+    `R = projection_units or units`, the cell has
+    `4*H*(D + R) + 4*H*use_bias + 3*H*use_peepholes + 6*H*layer_norm
+    + H*R*(projection_units is not None)` parameters.
+
     Args:
         units: Positive integer, dimensionality of the hidden and cell states.
         activation: Activation of the candidate and of the cell state before
@@ -104,11 +154,19 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
         recurrent_dropout: Float in [0, 1), fraction of the recurrent units
             (`h_prev`) dropped. Defaults to `0.0`.
         seed: Integer, random seed for the dropout masks. Defaults to `None`.
+        use_peepholes: Boolean, add peephole connections from the cell state
+            to the gates (TensorFlow's `BlockLSTM` formulation). Defaults to
+            `False`.
+        layer_norm: Boolean, layer-normalize the gates' pre-activations and
+            the cell state before its output activation. Defaults to `False`.
+        projection_units: Optional positive integer `R`: project `h_t` to
+            `R` features (LSTMP). Defaults to `None` (no projection).
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
         inputs: A 2D tensor `(batch, input_dim)`, the step input `x_t`.
-        states: A list `[h_prev, c_prev]` of 2D tensors `(batch, units)`.
+        states: A list `[h_prev, c_prev]` of 2D tensors, `(batch, R)` and
+            `(batch, units)` (`R = projection_units or units`).
         training: Python boolean, whether dropout is active. Defaults to
             `False`.
 
@@ -144,9 +202,17 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
         dropout=0.0,
         recurrent_dropout=0.0,
         seed=None,
+        use_peepholes=False,
+        layer_norm=False,
+        projection_units=None,
         **kwargs,
     ):
         check_positive_int("units", units)
+        use_peepholes = check_bool("use_peepholes", use_peepholes)
+        layer_norm = check_bool("layer_norm", layer_norm)
+        if projection_units is not None:
+            check_positive_int("projection_units", projection_units)
+            projection_units = int(projection_units)
         # Accepted for drop-in compatibility with `keras.layers.LSTMCell`;
         # both of its implementations compute the same numbers as this one.
         kwargs.pop("implementation", None)
@@ -171,8 +237,16 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
         )
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
-        self.state_size = [self.units, self.units]
-        self.output_size = self.units
+        self.use_peepholes = use_peepholes
+        self.layer_norm = layer_norm
+        self.projection_units = projection_units
+        self.state_size = [self.recurrent_units, self.units]
+        self.output_size = self.recurrent_units
+
+    @property
+    def recurrent_units(self):
+        """Features of `h` (and of the output): `projection_units or units`."""
+        return self.projection_units or self.units
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
@@ -189,7 +263,7 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
             constraint=self.kernel_constraint,
         )
         self.recurrent_kernel = self.add_weight(
-            shape=(self.units, 4 * self.units),
+            shape=(self.recurrent_units, 4 * self.units),
             name="recurrent_kernel",
             initializer=self.recurrent_initializer,
             regularizer=self.recurrent_regularizer,
@@ -205,6 +279,37 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
             )
         else:
             self.bias = None
+        self._build_variant_weights()
+
+    def _build_variant_weights(self):
+        units = self.units
+        if self.use_peepholes:
+            for name in VARIANT_WEIGHTS[:3]:
+                setattr(
+                    self,
+                    name,
+                    self.add_weight(
+                        shape=(units,), name=name, initializer="zeros"
+                    ),
+                )
+        if self.layer_norm:
+            self.gate_norm_gamma = self.add_weight(
+                shape=(4 * units,), name="gate_norm_gamma", initializer="ones"
+            )
+            self.cell_norm_gamma = self.add_weight(
+                shape=(units,), name="cell_norm_gamma", initializer="ones"
+            )
+            self.cell_norm_beta = self.add_weight(
+                shape=(units,), name="cell_norm_beta", initializer="zeros"
+            )
+        if self.projection_units is not None:
+            self.projection_kernel = self.add_weight(
+                shape=(units, self.projection_units),
+                name="projection_kernel",
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
 
     def _bias_initializer_with_forget_bias(self, shape, dtype=None):
         if not self.unit_forget_bias:
@@ -228,34 +333,87 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
 
         Works on a step `(batch, input_dim)` or a whole sequence
         `(batch, timesteps, input_dim)`; the layer projects every timestep in
-        one matmul before its loop, so the loop only does `h_prev @ U`.
+        one matmul before its loop, so the loop only does `h_prev @ U`. With
+        `layer_norm=True` the bias is left out: it is added after the
+        normalization, in `recurrent_step`.
         """
         z_x = ops.matmul(inputs, self.kernel)
-        if self.use_bias:
+        if self.use_bias and not self.layer_norm:
             z_x = z_x + self.bias
         return z_x
+
+    def _normalize(self, x, groups):
+        # Layer normalization without gain and shift, over each of `groups`
+        # consecutive blocks of `units` features.
+        x = ops.reshape(x, (-1, groups, self.units))
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
+        x = centered * ops.rsqrt(variance + LAYER_NORM_EPSILON)
+        return ops.reshape(x, (-1, groups * self.units))
 
     def recurrent_step(self, z_x, h_prev, c_prev):
         """Applies the LSTM equations given the gates' feedforward part.
 
         Args:
-            z_x: `(batch, 4 * units)`, `x_t @ kernel + bias`.
-            h_prev: `(batch, units)`, the previous hidden state (after
-                recurrent dropout, if any).
+            z_x: `(batch, 4 * units)`, `input_projection(x_t)`.
+            h_prev: `(batch, recurrent_units)`, the previous hidden state
+                (after recurrent dropout, if any).
             c_prev: `(batch, units)`, the previous cell state.
 
         Returns:
             A tuple `(h_t, c_t)`.
         """
+        h, c, _ = self._step(z_x, h_prev, c_prev)
+        return h, c
+
+    def _step(self, z_x, h_prev, c_prev, offsets=None):
+        # `offsets`, for `lstm_keras.diagnostics`: `(d_z, d_c, d_h)` added to
+        # the gates' final pre-activations, to c_t and to h_t, so that the
+        # gradient with respect to them is the loss's gradient there.
+        # Returns (h_t, c_t, gates) with gates the four activations.
         z = z_x + ops.matmul(h_prev, self.recurrent_kernel)
+        if self.layer_norm:
+            z = self._normalize(z, 4) * self.gate_norm_gamma
+            if self.use_bias:
+                z = z + self.bias
         z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+        if self.use_peepholes:
+            z_i = z_i + self.input_peephole * c_prev
+            z_f = z_f + self.forget_peephole * c_prev
+        if offsets is not None:
+            d_i, d_f, d_c, d_o = ops.split(offsets[0], 4, axis=-1)
+            z_i, z_f, z_c = z_i + d_i, z_f + d_f, z_c + d_c
         input_gate = self.recurrent_activation(z_i)
         forget_gate = self.recurrent_activation(z_f)
         candidate = self.activation(z_c)
-        output_gate = self.recurrent_activation(z_o)
         c = forget_gate * c_prev + input_gate * candidate
-        h = output_gate * self.activation(c)
-        return h, c
+        if offsets is not None:
+            c = c + offsets[1]
+        if self.use_peepholes:
+            # The output gate looks at the new cell state, as in BlockLSTM.
+            z_o = z_o + self.output_peephole * c
+        if offsets is not None:
+            z_o = z_o + d_o
+        output_gate = self.recurrent_activation(z_o)
+        c_out = c
+        if self.layer_norm:
+            c_out = (
+                self._normalize(c, 1) * self.cell_norm_gamma
+                + self.cell_norm_beta
+            )
+        h = output_gate * self.activation(c_out)
+        if self.projection_units is not None:
+            h = ops.matmul(h, self.projection_kernel)
+        if offsets is not None:
+            h = h + offsets[2]
+        gates = dict(
+            input=input_gate,
+            forget=forget_gate,
+            candidate=candidate,
+            output=output_gate,
+        )
+        return h, c, gates
 
     def call(self, inputs, states, training=False):
         h_prev, c_prev = states[0], states[1]
@@ -280,9 +438,11 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
         Returns:
             A dict mapping each of `"forget"`, `"input"`, `"candidate"` and
             `"output"` to a tuple `(feedforward, recurrent, bias)` of NumPy
-            arrays shaped `[input_dim, units]`, `[units, units]` and
-            `[units]` (`bias` is `None` when `use_bias=False`). They are
-            copies: change them with `set_gate_weights()`.
+            arrays shaped `[input_dim, units]`, `[recurrent_units, units]`
+            and `[units]` (`bias` is `None` when `use_bias=False`). They are
+            copies: change them with `set_gate_weights()`. The variants'
+            own weights (peepholes, norm gains, `projection_kernel`) are not
+            per-gate sets; read and assign them as the cell's attributes.
         """
         if not self.built:
             raise ValueError(
@@ -390,6 +550,9 @@ class LSTMCell(keras.layers.Layer, DropoutRNNCell):
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
             "seed": self.seed,
+            "use_peepholes": self.use_peepholes,
+            "layer_norm": self.layer_norm,
+            "projection_units": self.projection_units,
         }
         base_config = super().get_config()
         return {**base_config, **config}

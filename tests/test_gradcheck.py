@@ -365,7 +365,9 @@ def test_check_gradients_passes(case, dtype):
         assert (input_mask == 0).any() and (input_mask > 1).any()
         assert (recurrent_mask == 0).any()
     if case == "plain":
-        assert {r.name for r in result.rows} == set(gradcheck.TENSOR_NAMES) | {
+        assert {r.name for r in result.rows} == set(
+            gradcheck.TENSOR_NAMES[:6]
+        ) | {
             "outputs",
             "h_T",
             "c_T",
@@ -497,3 +499,145 @@ def test_main_help(capsys):
         gradcheck.main(["--help"])
     assert exit_info.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# 6. The variants: peepholes, layer normalization, projection.
+# ---------------------------------------------------------------------------
+
+VARIANT_CHECK_CASES = {
+    "peepholes_right_mask": dict(use_peepholes=True, mask="right"),
+    "layer_norm_left_mask": dict(
+        layer_norm=True, mask="left", initial_state=False
+    ),
+    "projection_backwards": dict(projection_units=3, go_backwards=True),
+    "all_variants_dropout": dict(
+        use_peepholes=True,
+        layer_norm=True,
+        projection_units=2,
+        mask="random",
+        zero_output_for_mask=True,
+        dropout=0.3,
+        recurrent_dropout=0.25,
+    ),
+}
+VARIANT_WEIGHTS = {
+    "use_peepholes": {"input_peephole", "forget_peephole", "output_peephole"},
+    "layer_norm": {"gate_norm_gamma", "cell_norm_gamma", "cell_norm_beta"},
+    "projection_units": {"projection_kernel"},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", sorted(VARIANT_CHECK_CASES))
+def test_check_gradients_passes_with_variants(case, dtype):
+    options = VARIANT_CHECK_CASES[case]
+    result = gradcheck.check_gradients(dtype=dtype, **options)
+    _assert_passed(result)
+    checked = {r.name for r in result.rows if r.kind == "gradient"}
+    for option, names in VARIANT_WEIGHTS.items():
+        assert (names <= checked) == (option in options), option
+    if "projection_units" in options:
+        r = options["projection_units"]
+        assert result.row("h0").shape == (2, r)
+        assert result.row("recurrent_kernel").shape == (r, 16)
+
+
+def _variant_values(rng, r_units):
+    values = {
+        "x": rng.normal(size=(B, T, D)),
+        "h0": 0.5 * rng.normal(size=(B, r_units)),
+        "c0": 0.5 * rng.normal(size=(B, H)),
+        "kernel": 0.6 * rng.normal(size=(D, 4 * H)),
+        "recurrent_kernel": 0.6 * rng.normal(size=(r_units, 4 * H)),
+        "bias": 0.3 * rng.normal(size=(4 * H,)),
+        "input_peephole": 0.5 * rng.normal(size=(H,)),
+        "forget_peephole": 0.5 * rng.normal(size=(H,)),
+        "output_peephole": 0.5 * rng.normal(size=(H,)),
+        "gate_norm_gamma": 1.0 + 0.2 * rng.normal(size=(4 * H,)),
+        "cell_norm_gamma": 1.0 + 0.2 * rng.normal(size=(H,)),
+        "cell_norm_beta": 0.2 * rng.normal(size=(H,)),
+        "projection_kernel": 0.6 * rng.normal(size=(H, r_units)),
+    }
+    return values
+
+
+@pytest.mark.parametrize("mask", ["none", "holes", "left"])
+def test_reference_backward_with_all_variants_matches_finite_differences(
+    mask,
+):
+    # The NumPy reference on its own, no Keras involved.
+    rng = np.random.default_rng(["none", "holes", "left"].index(mask))
+    values = _variant_values(rng, r_units=2)
+    options = dict(mask=_masks()[mask], go_backwards=mask == "left")
+    cotangents = {
+        "outputs": rng.normal(size=(B, T, 2)),
+        "h": rng.normal(size=(B, 2)),
+        "c": rng.normal(size=(B, H)),
+    }
+
+    def run(point):
+        return gradcheck.reference_forward(
+            point["x"],
+            point["h0"],
+            point["c0"],
+            **{k: v for k, v in point.items() if k not in ("x", "h0", "c0")},
+            **options,
+        )
+
+    def loss(point):
+        outputs, _, h_t, c_t, _ = run(point)
+        return (
+            np.sum(outputs * cotangents["outputs"])
+            + np.sum(h_t * cotangents["h"])
+            + np.sum(c_t * cotangents["c"])
+        )
+
+    grads = gradcheck.reference_backward(
+        run(values)[-1], cotangents["outputs"], cotangents["h"], cotangents["c"]
+    )
+    fd = gradcheck.numerical_gradients(loss, values)
+    assert set(fd) == set(gradcheck.TENSOR_NAMES)
+    for name, (indices, estimates) in fd.items():
+        _, rel = gradcheck.max_errors(
+            grads[name].reshape(-1)[indices], estimates
+        )
+        assert rel <= 1e-7, f"{name}: relative error {rel:.2e}"
+
+
+def test_variant_check_fails_with_wrong_layer_norm_backward(monkeypatch):
+    # Drop the mean-of-gradient term of the normalization's backward pass.
+    def wrong(d_x_hat, x_hat, inv_std, groups):
+        d = d_x_hat.reshape(d_x_hat.shape[0], groups, -1)
+        return (inv_std * d).reshape(d_x_hat.shape)
+
+    monkeypatch.setattr(reference, "_normalize_backward", wrong)
+    assert gradcheck.check_gradients(use_peepholes=True).passed
+    result = gradcheck.check_gradients(layer_norm=True)
+    assert not result.passed
+    assert result.row("kernel").ref_rel_error > 1e-3
+    assert result.row("kernel").fd_rel_error <= 1e-6
+
+
+def test_reference_rejects_partial_variant_weights():
+    rng = np.random.default_rng(0)
+    values = _variant_values(rng, r_units=H)
+    args = [values[k] for k in ("x", "h0", "c0", "kernel", "recurrent_kernel")]
+    with pytest.raises(ValueError, match="`input_peephole`.*together"):
+        gradcheck.reference_forward(
+            *args, input_peephole=values["input_peephole"]
+        )
+    with pytest.raises(ValueError, match="`projection_kernel`"):
+        gradcheck.reference_forward(
+            *args, projection_kernel=np.zeros((H + 1, 2))
+        )
+
+
+def test_main_runs_the_variant_configurations(capsys):
+    assert {"peepholes", "layer-norm", "projection", "all-variants"} <= set(
+        gradcheck.CONFIGURATIONS
+    )
+    status = gradcheck.main(["--config", "all-variants", "--dtype", "float32"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "projection_kernel" in out and "gate_norm_gamma" in out

@@ -96,9 +96,26 @@ def _parameters(function):
     }
 
 
+# The LSTM variants Keras lacks, each off by default; they come after
+# Keras's own arguments (and before **kwargs).
+VARIANT_DEFAULTS = {
+    "use_peepholes": False,
+    "layer_norm": False,
+    "projection_units": None,
+}
+
+
+def _without_variants(parameters):
+    extra = {k: parameters.pop(k) for k in VARIANT_DEFAULTS}
+    assert extra == VARIANT_DEFAULTS
+    return parameters
+
+
 def test_constructor_has_keras_lstm_arguments_and_defaults():
     ours = _parameters(LSTM.__init__)
     reference = _parameters(keras.layers.LSTM.__init__)
+    assert list(ours)[-4:] == [*VARIANT_DEFAULTS, "kwargs"]
+    ours = _without_variants(ours)
     assert list(ours) == list(reference)
     assert ours == reference
 
@@ -113,7 +130,7 @@ def test_call_has_keras_lstm_arguments_and_defaults():
 
 def test_cell_constructor_has_keras_lstm_cell_arguments_and_defaults():
     reference = _parameters(keras.layers.LSTMCell.__init__)
-    ours = _parameters(LSTMCell.__init__)
+    ours = _without_variants(_parameters(LSTMCell.__init__))
     assert ours == reference
 
 
@@ -552,10 +569,10 @@ def test_get_config_from_config_round_trip(rng):
     )
 
 
-def test_config_has_keras_lstm_keys_plus_use_cudnn():
+def test_config_has_keras_lstm_keys_plus_use_cudnn_and_variants():
     ours = set(LSTM(H).get_config())
     reference = set(keras.layers.LSTM(H).get_config())
-    assert ours - reference <= {"use_cudnn"}
+    assert ours - reference == {"use_cudnn", *VARIANT_DEFAULTS}
     assert reference - ours == set()
 
 

@@ -26,7 +26,9 @@ positive normal float64; one large wrong entry cannot hide behind small
 correct ones, and near-zero entries of `b` do not blow the ratio up.
 
 The reference covers only the layer's default activations (`tanh` for the
-candidate and cell output, `sigmoid` for the gates).
+candidate and cell output, `sigmoid` for the gates), with or without each of
+the variants (`use_peepholes`, `layer_norm`, `projection_units`), whose
+weights are checked like the others.
 
 The package, one module per part, each readable on its own:
 

@@ -203,6 +203,9 @@ def check_gradients(
     pad_value=None,
     keep_float64=True,
     seed=0,
+    use_peepholes=False,
+    layer_norm=False,
+    projection_units=None,
 ):
     """Checks `lstm_keras.LSTM`'s gradients against BPTT and finite differences.
 
@@ -263,6 +266,12 @@ def check_gradients(
             float32-accurate and fails the float64 thresholds. Defaults to
             `True`.
         seed: Integer seed for everything random. Defaults to `0`.
+        use_peepholes: Layer option; its three peephole weights are drawn
+            at random (not zeros) and checked. Defaults to `False`.
+        layer_norm: Layer option; the norm gains and shift are drawn
+            around their initial values and checked. Defaults to `False`.
+        projection_units: Layer option (`None` or a positive int); the
+            projection is checked too. Defaults to `None`.
 
     Returns:
         A `GradcheckResult`; `result.passed` tells whether every check held,
@@ -299,12 +308,15 @@ def check_gradients(
         raise ValueError(
             f"Argument `fd_rtol` must be positive; got {fd_rtol!r}."
         )
+    if projection_units is not None:
+        check_positive_int("projection_units", projection_units)
     run_fd = bool(finite_differences) and dtype == "float64"
     backend = keras.backend.backend()
 
     with float64_mode(dtype == "float64" and bool(keep_float64)) as lifted:
         rng = np.random.default_rng(seed)
         B, T, D, H = batch_size, timesteps, input_dim, units
+        R = projection_units or units
         np_dtype = np.dtype(dtype)
         mask_array = _draw_mask(mask, B, T, rng)
 
@@ -319,13 +331,23 @@ def check_gradients(
 
         values = {
             "x": draw(B, T, D),
-            "h0": draw(B, H, scale=0.5) if initial_state else np.zeros((B, H)),
+            "h0": draw(B, R, scale=0.5) if initial_state else np.zeros((B, R)),
             "c0": draw(B, H, scale=0.5) if initial_state else np.zeros((B, H)),
             "kernel": draw(D, 4 * H, scale=0.6),
-            "recurrent_kernel": draw(H, 4 * H, scale=0.6),
+            "recurrent_kernel": draw(R, 4 * H, scale=0.6),
         }
         if use_bias:
             values["bias"] = draw(4 * H, scale=0.3)
+        if use_peepholes:
+            for name in ("input_peephole", "forget_peephole"):
+                values[name] = draw(H, scale=0.5)
+            values["output_peephole"] = draw(H, scale=0.5)
+        if layer_norm:
+            values["gate_norm_gamma"] = 1.0 + draw(4 * H, scale=0.2)
+            values["cell_norm_gamma"] = 1.0 + draw(H, scale=0.2)
+            values["cell_norm_beta"] = draw(H, scale=0.2)
+        if projection_units is not None:
+            values["projection_kernel"] = draw(H, R, scale=0.6)
         if pad_value is not None and mask_array is not None:
             values["x"][~mask_array] = pad_value
 
@@ -339,10 +361,13 @@ def check_gradients(
             recurrent_dropout=recurrent_dropout,
             seed=seed,
             zero_output_for_mask=zero_output_for_mask,
+            use_peepholes=use_peepholes,
+            layer_norm=layer_norm,
+            projection_units=projection_units,
             dtype=dtype,
         )
         layer.build((B, T, D))
-        for name in ("kernel", "recurrent_kernel", "bias"):
+        for name in TENSOR_NAMES[3:]:
             if name in values:
                 getattr(layer.cell, name).assign(values[name].astype(np_dtype))
 
@@ -352,7 +377,7 @@ def check_gradients(
             cell = layer.cell
             cell.reset_dropout_mask()
             cell.reset_recurrent_dropout_mask()
-            dtype_zeros = ops.zeros((B, H), dtype=dtype)
+            dtype_zeros = ops.zeros((B, R), dtype=dtype)
             x_step = ops.convert_to_tensor(values["x"][:, 0, :], dtype=dtype)
             if dropout > 0:
                 input_dropout_mask = ops.convert_to_numpy(
@@ -387,6 +412,7 @@ def check_gradients(
             zero_output_for_mask=zero_output_for_mask,
             input_dropout_mask=input_dropout_mask,
             recurrent_dropout_mask=recurrent_dropout_mask,
+            **{n: values[n] for n in TENSOR_NAMES[6:] if n in values},
         )
         reference_results = {
             "outputs": outputs,
@@ -398,7 +424,7 @@ def check_gradients(
         cotangents = {
             key: draw(*value.shape) for key, value in layer_results.items()
         }
-        d_outputs = np.zeros((B, T, H))
+        d_outputs = np.zeros((B, T, R))
         if return_sequences:
             d_outputs += cotangents["outputs"]
         else:
@@ -485,6 +511,13 @@ def check_gradients(
             recurrent_dropout=recurrent_dropout,
             seed=seed,
         )
+        # Variants appear in the table's header only when they are on.
+        if use_peepholes:
+            config["use_peepholes"] = True
+        if layer_norm:
+            config["layer_norm"] = True
+        if projection_units is not None:
+            config["projection_units"] = projection_units
         result = GradcheckResult(
             backend=backend,
             dtype=dtype,

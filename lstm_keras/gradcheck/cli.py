@@ -20,6 +20,17 @@ CONFIGURATIONS = {
     "last-output": {"return_sequences": False, "mask": "right"},
     "zero-output": {"mask": "random", "zero_output_for_mask": True},
     "dropout": {"dropout": 0.3, "recurrent_dropout": 0.25},
+    "peepholes": {"use_peepholes": True, "mask": "right"},
+    "layer-norm": {"layer_norm": True, "mask": "left"},
+    "projection": {"projection_units": 3, "go_backwards": True},
+    "all-variants": {
+        "use_peepholes": True,
+        "layer_norm": True,
+        "projection_units": 2,
+        "mask": "random",
+        "dropout": 0.3,
+        "recurrent_dropout": 0.25,
+    },
 }
 """The configurations `main()` checks, by name (each with the defaults of
 `check_gradients` otherwise: return_state and random initial states)."""

@@ -7,13 +7,32 @@ variational dropout) and keeps what backpropagation needs in a cache;
 the LSTM equations. Both depend on nothing but NumPy, so that they are an
 independent check of the layer's autodiff. `TENSOR_NAMES` lists the tensors
 whose gradients the reference returns, in the order the checker reports
-them.
+them. The variants (peepholes, layer normalization, projection) are covered
+through their weights' arguments, each optional.
 """
 
 import numpy as np
 
-TENSOR_NAMES = ("x", "h0", "c0", "kernel", "recurrent_kernel", "bias")
+TENSOR_NAMES = (
+    "x",
+    "h0",
+    "c0",
+    "kernel",
+    "recurrent_kernel",
+    "bias",
+    "input_peephole",
+    "forget_peephole",
+    "output_peephole",
+    "gate_norm_gamma",
+    "cell_norm_gamma",
+    "cell_norm_beta",
+    "projection_kernel",
+)
 """The tensors whose gradients are checked, in table order."""
+
+_PEEPHOLES = TENSOR_NAMES[6:9]
+_NORMS = TENSOR_NAMES[9:12]
+_EPSILON = 1e-3  # lstm_keras.lstm_cell.LAYER_NORM_EPSILON, restated
 
 
 def _sigmoid(z):
@@ -34,6 +53,31 @@ def _dsigmoid(s):
 def _dtanh(t):
     """tanh'(z) written through its output t = tanh(z)."""
     return 1.0 - t * t
+
+
+def _normalize(x, groups):
+    """Layer norm without gain or shift over `groups` blocks of features.
+
+    Returns `(x_hat, inv_std)`, `inv_std` shaped `(batch, groups, 1)`.
+    """
+    blocks = x.reshape(x.shape[0], groups, -1)
+    centered = blocks - blocks.mean(axis=-1, keepdims=True)
+    inv_std = 1.0 / np.sqrt(
+        (centered**2).mean(axis=-1, keepdims=True) + _EPSILON
+    )
+    return (centered * inv_std).reshape(x.shape), inv_std
+
+
+def _normalize_backward(d_x_hat, x_hat, inv_std, groups):
+    """Gradient through `_normalize`: (d - mean(d) - x_hat mean(d x_hat)) / s."""
+    d = d_x_hat.reshape(d_x_hat.shape[0], groups, -1)
+    y = x_hat.reshape(d.shape)
+    d_x = inv_std * (
+        d
+        - d.mean(axis=-1, keepdims=True)
+        - y * (d * y).mean(axis=-1, keepdims=True)
+    )
+    return d_x.reshape(d_x_hat.shape)
 
 
 def _as_float64(name, value, ndim):
@@ -71,6 +115,13 @@ def reference_forward(
     zero_output_for_mask=False,
     input_dropout_mask=None,
     recurrent_dropout_mask=None,
+    input_peephole=None,
+    forget_peephole=None,
+    output_peephole=None,
+    gate_norm_gamma=None,
+    cell_norm_gamma=None,
+    cell_norm_beta=None,
+    projection_kernel=None,
 ):
     """Runs the LSTM forward pass in NumPy, in float64.
 
@@ -89,7 +140,15 @@ def reference_forward(
       is zero with `zero_output_for_mask=True`, else the previous step's
       output (zeros before the first step, not `h0`);
     - `go_backwards=True` processes time reversed and returns the outputs in
-      processing order, as Keras does.
+      processing order, as Keras does;
+    - peepholes (all three given): `z_i += p_i * c_prev`,
+      `z_f += p_f * c_prev`, `z_o += p_o * c_t`;
+    - layer normalization (all three norm weights given): the gates'
+      `x_t W + h_prev U` is normalized per gate (epsilon 1e-3), times
+      `gate_norm_gamma`, plus `bias`; `h_t = o * tanh(LN(c_t))` with
+      `cell_norm_gamma`, `cell_norm_beta`; the unnormalized `c_t` is carried;
+    - projection: `h_t = (o * tanh(.)) @ projection_kernel`, and `h`, the
+      outputs and `recurrent_kernel`'s rows have `R` features.
 
     Args:
         x: `(batch, timesteps, input_dim)` inputs.
@@ -105,12 +164,19 @@ def reference_forward(
             previous output. Defaults to `False`.
         input_dropout_mask: Optional `(batch, input_dim)` multiplier of the
             inputs (0 or `1 / (1 - rate)`). Defaults to `None`.
-        recurrent_dropout_mask: Optional `(batch, units)` multiplier of
+        recurrent_dropout_mask: Optional `(batch, R)` multiplier of
             `h_prev` in the recurrent matmul. Defaults to `None`.
+        input_peephole, forget_peephole, output_peephole: Optional
+            `(units,)` peephole weights, all or none. Defaults to `None`.
+        gate_norm_gamma: Optional `(4 * units,)` gate norm gains; with
+            `cell_norm_gamma` and `cell_norm_beta` `(units,)`, all or none.
+            Defaults to `None` (no layer normalization).
+        projection_kernel: Optional `(units, R)` projection. Defaults to
+            `None` (no projection, `R = units`).
 
     Returns:
         A tuple `(outputs, last_output, h_T, c_T, cache)`: `outputs`
-        `(batch, timesteps, units)` in Keras's order (processing order),
+        `(batch, timesteps, R)` in Keras's order (processing order),
         `last_output = outputs[:, -1]`, the final states, and an opaque
         `cache` for `reference_backward`. Arrays are float64.
 
@@ -137,10 +203,48 @@ def reference_forward(
             f"input_dim={input_dim}; received {kernel.shape}."
         )
     units = kernel.shape[1] // 4
+    if projection_kernel is not None:
+        projection_kernel = _as_float64(
+            "projection_kernel", projection_kernel, 2
+        )
+        if projection_kernel.shape[0] != units:
+            raise ValueError(
+                "Argument `projection_kernel` must have shape (units, R) with "
+                f"units={units}; received {projection_kernel.shape}."
+            )
+    r_units = units if projection_kernel is None else projection_kernel.shape[1]
+    variant = dict(
+        zip(
+            TENSOR_NAMES[6:12],
+            (
+                input_peephole,
+                forget_peephole,
+                output_peephole,
+                gate_norm_gamma,
+                cell_norm_gamma,
+                cell_norm_beta,
+            ),
+            strict=True,
+        )
+    )
+    for group in (_PEEPHOLES, _NORMS):
+        given = [variant[name] is not None for name in group]
+        if any(given) and not all(given):
+            raise ValueError(
+                f"Arguments {', '.join(f'`{n}`' for n in group)} must be "
+                "given together (all or none)."
+            )
+        for name in group:
+            if variant[name] is not None:
+                size = 4 * units if name == "gate_norm_gamma" else units
+                variant[name] = _as_float64(name, variant[name], 1)
+                _check_shape(name, variant[name], (size,))
+    peepholes = variant["input_peephole"] is not None
+    layer_norm = variant["gate_norm_gamma"] is not None
     recurrent_kernel = _as_float64("recurrent_kernel", recurrent_kernel, 2)
-    _check_shape("recurrent_kernel", recurrent_kernel, (units, 4 * units))
+    _check_shape("recurrent_kernel", recurrent_kernel, (r_units, 4 * units))
     h0 = _as_float64("h0", h0, 2)
-    _check_shape("h0", h0, (batch, units))
+    _check_shape("h0", h0, (batch, r_units))
     c0 = _as_float64("c0", c0, 2)
     _check_shape("c0", c0, (batch, units))
     if bias is not None:
@@ -163,7 +267,7 @@ def reference_forward(
             "recurrent_dropout_mask", recurrent_dropout_mask, 2
         )
         _check_shape(
-            "recurrent_dropout_mask", recurrent_dropout_mask, (batch, units)
+            "recurrent_dropout_mask", recurrent_dropout_mask, (batch, r_units)
         )
 
     # Work in processing order from here on; the backward pass undoes this.
@@ -175,38 +279,57 @@ def reference_forward(
     )
 
     h_prev, c_prev = h0, c0
-    out_prev = np.zeros((batch, units))
-    outputs = np.empty((batch, timesteps, units))
+    out_prev = np.zeros((batch, r_units))
+    outputs = np.empty((batch, timesteps, r_units))
     steps = []
     for t in range(timesteps):
+        step = {}
         h_in = (
             h_prev
             if recurrent_dropout_mask is None
             else h_prev * recurrent_dropout_mask
         )
         z = x_dropped[:, t] @ kernel + h_in @ recurrent_kernel
+        if layer_norm:
+            step["gates_hat"], step["gates_inv_std"] = _normalize(z, 4)
+            z = step["gates_hat"] * variant["gate_norm_gamma"]
         if bias is not None:
             z = z + bias
         z_i, z_f, z_c, z_o = np.split(z, 4, axis=-1)
+        if peepholes:
+            z_i = z_i + variant["input_peephole"] * c_prev
+            z_f = z_f + variant["forget_peephole"] * c_prev
         input_gate = _sigmoid(z_i)
         forget_gate = _sigmoid(z_f)
         candidate = np.tanh(z_c)
-        output_gate = _sigmoid(z_o)
         c_new = forget_gate * c_prev + input_gate * candidate
-        tanh_c = np.tanh(c_new)
-        h_new = output_gate * tanh_c
-        steps.append(
-            dict(
-                h_prev=h_prev,
-                h_in=h_in,
-                c_prev=c_prev,
-                input_gate=input_gate,
-                forget_gate=forget_gate,
-                candidate=candidate,
-                output_gate=output_gate,
-                tanh_c=tanh_c,
+        if peepholes:
+            z_o = z_o + variant["output_peephole"] * c_new
+        output_gate = _sigmoid(z_o)
+        c_out = c_new
+        if layer_norm:
+            step["c_hat"], step["c_inv_std"] = _normalize(c_new, 1)
+            c_out = (
+                step["c_hat"] * variant["cell_norm_gamma"]
+                + variant["cell_norm_beta"]
             )
+        tanh_c = np.tanh(c_out)
+        h_new = output_gate * tanh_c
+        if projection_kernel is not None:
+            step["unprojected"] = h_new
+            h_new = h_new @ projection_kernel
+        step.update(
+            h_prev=h_prev,
+            h_in=h_in,
+            c_prev=c_prev,
+            c=c_new,
+            input_gate=input_gate,
+            forget_gate=forget_gate,
+            candidate=candidate,
+            output_gate=output_gate,
+            tanh_c=tanh_c,
         )
+        steps.append(step)
         keep = mask[:, t, None]
         masked_output = 0.0 if zero_output_for_mask else out_prev
         out_prev = np.where(keep, h_new, masked_output)
@@ -225,11 +348,17 @@ def reference_forward(
         zero_output_for_mask=bool(zero_output_for_mask),
         input_dropout_mask=input_dropout_mask,
         recurrent_dropout_mask=recurrent_dropout_mask,
+        variant=variant if (peepholes or layer_norm) else {},
+        peepholes=peepholes,
+        layer_norm=layer_norm,
+        projection_kernel=projection_kernel,
     )
     return outputs, outputs[:, -1].copy(), h_prev, c_prev, cache
 
 
-def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
+def reference_backward(
+    cache, d_outputs=None, d_h_T=None, d_c_T=None, return_deltas=False
+):
     """Backpropagation through time for `reference_forward`, by hand.
 
     Given the gradients of a loss with respect to the forward pass's results,
@@ -249,6 +378,14 @@ def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
     `delta_h_{t-1} = (delta_z U^T) r`. A masked step contributes nothing to
     the weights and passes `delta_h`, `delta_c` unchanged to `t - 1`.
 
+    The variants add their terms: a projection turns `delta_h_t` into
+    `delta_h_t P^T` before the equations above (`dP += m_t^T delta_h_t`);
+    the output peephole adds `delta_z_o * p_o` to `delta_c_t` and the input
+    and forget peepholes `delta_z_i * p_i + delta_z_f * p_f` to
+    `delta_c_{t-1}`; layer normalization backpropagates through each
+    normalization, `d x = (d x_hat - mean(d x_hat)
+    - x_hat * mean(d x_hat * x_hat)) / sigma`.
+
     Args:
         cache: The `cache` returned by `reference_forward`.
         d_outputs: Optional `(batch, timesteps, units)` gradient of the loss
@@ -259,11 +396,18 @@ def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
             hidden state. Defaults to `None` (zeros).
         d_c_T: Optional `(batch, units)` gradient with respect to the final
             cell state. Defaults to `None` (zeros).
+        return_deltas: Also return the per-step gradients. Defaults to
+            `False`.
 
     Returns:
         A dict with float64 gradients for `"x"`, `"h0"`, `"c0"`, `"kernel"`,
         `"recurrent_kernel"` and `"bias"` (`None` when the forward pass had
-        no bias).
+        no bias), and for each variant weight the forward pass had. With
+        `return_deltas=True`, a tuple `(gradients, deltas)` with `deltas` a
+        dict of arrays in processing order: `"h"` `(batch, T, R)` and `"c"`
+        `(batch, T, units)`, the total gradients with respect to each step's
+        `h_t` and `c_t`, and `"z"` `(batch, T, 4 * units)` with respect to
+        the gates' pre-activations (zeros at masked steps).
 
     Example:
 
@@ -288,7 +432,18 @@ def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
     input_dropout_mask = cache["input_dropout_mask"]
     recurrent_dropout_mask = cache["recurrent_dropout_mask"]
     batch, timesteps, _ = x_dropped.shape
-    units = recurrent_kernel.shape[0]
+    units = kernel.shape[1] // 4
+    r_units = recurrent_kernel.shape[0]
+    variant = cache["variant"]
+    projection_kernel = cache["projection_kernel"]
+    d_variant = {name: np.zeros_like(v) for name, v in variant.items()}
+    if projection_kernel is not None:
+        d_variant["projection_kernel"] = np.zeros_like(projection_kernel)
+    deltas = {
+        "h": np.zeros((batch, timesteps, r_units)),
+        "c": np.zeros((batch, timesteps, units)),
+        "z": np.zeros((batch, timesteps, 4 * units)),
+    }
 
     def _gradient(name, value, shape):
         if value is None:
@@ -297,8 +452,8 @@ def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
         _check_shape(name, value, shape)
         return value
 
-    d_outputs = _gradient("d_outputs", d_outputs, (batch, timesteps, units))
-    delta_h = _gradient("d_h_T", d_h_T, (batch, units)).copy()
+    d_outputs = _gradient("d_outputs", d_outputs, (batch, timesteps, r_units))
+    delta_h = _gradient("d_h_T", d_h_T, (batch, r_units)).copy()
     delta_c = _gradient("d_c_T", d_c_T, (batch, units)).copy()
 
     d_x = np.zeros_like(x_dropped)
@@ -307,7 +462,7 @@ def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
     d_bias = np.zeros(4 * units)
     # Gradient reaching an output that a later masked step copied forward
     # (zero_output_for_mask=False): it belongs to this step's output.
-    delta_out_carried = np.zeros((batch, units))
+    delta_out_carried = np.zeros((batch, r_units))
 
     for t in reversed(range(timesteps)):
         step = cache["steps"][t]
@@ -325,11 +480,33 @@ def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
         candidate = step["candidate"]
         output_gate = step["output_gate"]
         tanh_c = step["tanh_c"]
+        deltas["h"][:, t] = delta_h_t
 
-        # c_t feeds h_t through tanh, on top of what t + 1 sent back (that
-        # already carries its factor f_{t+1}: see delta_c_prev below).
-        delta_c_t = delta_c_t + delta_h_t * output_gate * _dtanh(tanh_c)
-        delta_output_gate = delta_h_t * tanh_c
+        # m_t = o * tanh(c_out) is h_t itself unless it is projected.
+        delta_m = delta_h_t
+        if projection_kernel is not None:
+            d_variant["projection_kernel"] += step["unprojected"].T @ delta_h_t
+            delta_m = delta_h_t @ projection_kernel.T
+        # c_t feeds h_t through tanh (and the cell norm), on top of what
+        # t + 1 sent back (that already carries its factor f_{t+1}: see
+        # delta_c_prev below).
+        delta_c_out = delta_m * output_gate * _dtanh(tanh_c)
+        if cache["layer_norm"]:
+            d_variant["cell_norm_gamma"] += (delta_c_out * step["c_hat"]).sum(0)
+            d_variant["cell_norm_beta"] += delta_c_out.sum(axis=0)
+            delta_c_out = _normalize_backward(
+                delta_c_out * variant["cell_norm_gamma"],
+                step["c_hat"],
+                step["c_inv_std"],
+                1,
+            )
+        delta_z_o = delta_m * tanh_c * _dsigmoid(output_gate)
+        delta_c_t = delta_c_t + delta_c_out
+        if cache["peepholes"]:
+            # The output gate saw c_t through its peephole.
+            delta_c_t = delta_c_t + delta_z_o * variant["output_peephole"]
+            d_variant["output_peephole"] += (delta_z_o * step["c"]).sum(0)
+        deltas["c"][:, t] = delta_c_t
         delta_input_gate = delta_c_t * candidate
         delta_forget_gate = delta_c_t * step["c_prev"]
         delta_candidate = delta_c_t * input_gate
@@ -338,26 +515,47 @@ def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
                 delta_input_gate * _dsigmoid(input_gate),
                 delta_forget_gate * _dsigmoid(forget_gate),
                 delta_candidate * _dtanh(candidate),
-                delta_output_gate * _dsigmoid(output_gate),
+                delta_z_o,
             ],
             axis=-1,
         )
+        deltas["z"][:, t] = delta_z
+        delta_z_i, delta_z_f = delta_z[:, :units], delta_z[:, units : 2 * units]
+        delta_c_prev = delta_c_t * forget_gate
+        if cache["peepholes"]:
+            d_variant["input_peephole"] += (delta_z_i * step["c_prev"]).sum(0)
+            d_variant["forget_peephole"] += (delta_z_f * step["c_prev"]).sum(0)
+            delta_c_prev = (
+                delta_c_prev
+                + delta_z_i * variant["input_peephole"]
+                + delta_z_f * variant["forget_peephole"]
+            )
 
-        d_kernel += x_dropped[:, t].T @ delta_z
-        # The recurrent weights saw the dropped-out h_prev, not h_prev.
-        d_recurrent_kernel += step["h_in"].T @ delta_z
         d_bias += delta_z.sum(axis=0)
-        d_x[:, t] = delta_z @ kernel.T
+        # delta_a: the gradient of x_t W + h_in U, before any normalization.
+        delta_a = delta_z
+        if cache["layer_norm"]:
+            d_variant["gate_norm_gamma"] += (delta_z * step["gates_hat"]).sum(0)
+            delta_a = _normalize_backward(
+                delta_z * variant["gate_norm_gamma"],
+                step["gates_hat"],
+                step["gates_inv_std"],
+                4,
+            )
+        d_kernel += x_dropped[:, t].T @ delta_a
+        # The recurrent weights saw the dropped-out h_prev, not h_prev.
+        d_recurrent_kernel += step["h_in"].T @ delta_a
+        d_x[:, t] = delta_a @ kernel.T
 
-        delta_h_in = delta_z @ recurrent_kernel.T
+        delta_h_in = delta_a @ recurrent_kernel.T
         if recurrent_dropout_mask is not None:
             delta_h_in = delta_h_in * recurrent_dropout_mask
         # A masked step forwarded h_prev and c_prev untouched, so their
         # gradients pass straight through it to t - 1.
         delta_h = np.where(keep, delta_h_in, delta_h)
-        delta_c = np.where(keep, delta_c_t * forget_gate, delta_c)
+        delta_c = np.where(keep, delta_c_prev, delta_c)
         if cache["zero_output_for_mask"]:
-            delta_out_carried = np.zeros((batch, units))
+            delta_out_carried = np.zeros((batch, r_units))
         else:
             # A masked step's output was the previous output, copied.
             delta_out_carried = np.where(keep, 0.0, delta_out)
@@ -370,11 +568,15 @@ def reference_backward(cache, d_outputs=None, d_h_T=None, d_c_T=None):
     d_x = np.where(mask[:, :, None], d_x, 0.0)
     if cache["go_backwards"]:
         d_x = d_x[:, ::-1]
-    return {
+    gradients = {
         "x": np.ascontiguousarray(d_x),
         "h0": delta_h,
         "c0": delta_c,
         "kernel": d_kernel,
         "recurrent_kernel": d_recurrent_kernel,
         "bias": d_bias if cache["use_bias"] else None,
+        **d_variant,
     }
+    if return_deltas:
+        return gradients, deltas
+    return gradients
