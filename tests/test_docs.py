@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import lstm_keras
+from lstm_keras import diagnostics
+from lstm_keras import long_range
 from lstm_keras import lstm
 from lstm_keras import lstm_cell
 from lstm_keras.gradcheck import check
@@ -47,7 +49,7 @@ def test_readme_gate_example_runs():
 
 @pytest.mark.parametrize(
     "module",
-    [lstm, lstm_cell, reference, numerics, check],
+    [lstm, lstm_cell, reference, numerics, check, diagnostics, long_range],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples(module):
