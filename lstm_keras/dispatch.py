@@ -2,17 +2,42 @@
 
 Dispatch rules, in order:
 
-1. A backend-specific fast path registered for the active Keras backend
+1. Fast paths are skipped altogether inside `fast_paths_disabled()`, when
+   the environment variable `LSTM_KERAS_FAST_PATH` is `0`, or when the layer
+   has `use_cudnn=False`.
+2. Otherwise the fast path registered for the active Keras backend
    (`register_fast_path`) is tried first. It either returns the result or
-   raises `NotImplementedError` for a configuration it does not cover
-   (non-default activations, recurrent dropout, `unroll=True`, ...), and then
-   the next rule applies. No fast path is registered yet: they arrive with
-   the speed work, each tested against the generic path.
-2. `use_cudnn=True` with no fast path that took the call is an error, as in
+   raises `NotImplementedError` for a configuration it does not cover, and
+   then the next rule applies. Each fast path is tested against the generic
+   path (outputs and gradients within 1e-5 in float32).
+3. `use_cudnn=True` with no fast path that took the call is an error, as in
    `keras.layers.LSTM`.
-3. Otherwise the generic path runs: `generic_lstm_sequence`, written in
+4. Otherwise the generic path runs: `generic_lstm_sequence`, written in
    `keras.ops`, which runs on every backend.
+
+Fast paths:
+
+- TensorFlow (`lstm_keras.backends.tensorflow`): two C++ CPU ops, the
+  sequence and its backpropagation through time, built on first use from the
+  installed TensorFlow's headers (prebuild with
+  `python -m lstm_keras.backends.tensorflow`). It covers float32, the
+  default activations (tanh, sigmoid), masks (any padding, fully masked
+  rows), initial states, `go_backwards`, `return_sequences`,
+  `return_state`, `stateful`, `zero_output_for_mask` and input dropout. It
+  declines (so the generic path runs) for: `unroll=True`; activations other
+  than tanh/sigmoid; recurrent dropout while training; any dtype but
+  float32 (float16, bfloat16, float64, mixed precision); the cell variants
+  (`use_peepholes`, `layer_norm`, `projection_units`); inside an
+  XLA-compiled function (`jit_compile=True`); when a GPU is visible (no
+  cuDNN path yet); and when the ops cannot be built or loaded (one
+  warning). Exported SavedModels should be traced inside
+  `fast_paths_disabled()` so that they hold no custom op.
+- JAX and torch: none; the generic path runs.
 """
+
+import contextlib
+import os
+import threading
 
 import keras
 from keras import ops
@@ -22,6 +47,7 @@ from keras import ops
 from keras.src.backend import rnn as backend_rnn
 
 _FAST_PATHS = {}
+_DISABLED = threading.local()
 
 
 def register_fast_path(backend_name, fn):
@@ -32,6 +58,41 @@ def register_fast_path(backend_name, fn):
     `generic_lstm_sequence`, or raises `NotImplementedError` to decline.
     """
     _FAST_PATHS[backend_name] = fn
+
+
+@contextlib.contextmanager
+def fast_paths_disabled():
+    """Forces the generic path for layers called (or traced) inside it.
+
+    Use it where a graph must not hold a backend's custom ops, e.g. around
+    a SavedModel export, or to compare a fast path with the generic path.
+
+    Example:
+
+    >>> layer = lstm_keras.LSTM(3)
+    >>> with lstm_keras.dispatch.fast_paths_disabled():
+    ...     outputs = layer(np.zeros((2, 4, 5), "float32"))
+    """
+    depth = getattr(_DISABLED, "depth", 0)
+    _DISABLED.depth = depth + 1
+    try:
+        yield
+    finally:
+        _DISABLED.depth = depth
+
+
+def fast_paths_enabled():
+    """Whether rule 1 of this module's docstring lets fast paths run."""
+    if getattr(_DISABLED, "depth", 0):
+        return False
+    return os.environ.get("LSTM_KERAS_FAST_PATH", "1").strip() != "0"
+
+
+def _register_builtin_fast_paths():
+    if keras.backend.backend() == "tensorflow":
+        from lstm_keras.backends.tensorflow import fast_path
+
+        register_fast_path("tensorflow", fast_path.lstm_sequence)
 
 
 def lstm_sequence(layer, sequences, initial_state, mask, training):
@@ -50,7 +111,11 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
         `keras.layers.RNN.inner_loop` returns them.
     """
     fast_path = _FAST_PATHS.get(keras.backend.backend())
-    if fast_path is not None and layer.use_cudnn in ("auto", True):
+    if (
+        fast_path is not None
+        and layer.use_cudnn in ("auto", True)
+        and fast_paths_enabled()
+    ):
         try:
             return fast_path(layer, sequences, initial_state, mask, training)
         except NotImplementedError:
@@ -145,3 +210,6 @@ def generic_lstm_sequence(layer, sequences, initial_state, mask, training):
         return_all_outputs=layer.return_sequences,
     )
     return last_output, outputs, list(final_states[:2])
+
+
+_register_builtin_fast_paths()

@@ -1,0 +1,393 @@
+"""Benchmarks lstm_keras.LSTM against keras.layers.LSTM and torch.nn.LSTM.
+
+Every implementation runs in its own fresh process (`worker.py`), one after
+another in a rotating order, for several rounds, so that a machine's drift
+and other load hit all of them alike. Reported per shape: the median
+training step (forward, backward, Adam; through `model.fit` for Keras), the
+median batch-1 compiled inference latency, and (one round, fresh processes)
+the peak memory of a training step and of inference. Ratios compare ours
+with each peer within the same round, then take the median over rounds:
+quote those, not absolute times, which depend on the machine and its load.
+
+Writes `benchmarks/results/latest.json` and `latest.png` (or `--output`)
+and prints a markdown table. Workers run with `OMP_WAIT_POLICY=PASSIVE`
+unless it is set: torch's spinning OpenMP threads otherwise collapse on a
+machine shared with other processes.
+
+Examples:
+
+    python benchmarks/run.py                 # full run, 3 rounds (~20 min)
+    python benchmarks/run.py --quick         # smoke test (~3 min)
+    python benchmarks/run.py --rounds 5 --shapes speech text
+    python benchmarks/run.py --impls ours keras_tf torch --no-memory
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "worker.py")
+PEERS = ("keras_tf", "keras_jax", "torch")
+IMPLEMENTATIONS = ("ours", "ours_generic", *PEERS)
+LABELS = {
+    "ours": "lstm_keras (TF)",
+    "ours_generic": "lstm_keras generic (TF)",
+    "keras_tf": "keras LSTM (TF)",
+    "keras_jax": "keras LSTM (JAX)",
+    "torch": "torch.nn.LSTM",
+}
+# name: (batch, timesteps, features, units, training steps timed)
+SHAPES = {
+    "speech": (64, 100, 40, 128, 20),
+    "text": (64, 200, 128, 128, 15),
+    "long": (8, 2000, 32, 128, 5),
+}
+# Inference memory is measured at these lengths of the long shape too, to
+# show whether it grows with T.
+SHORT_INFERENCE_TIMESTEPS = 200
+# glibc keeps freed memory for reuse, which hides a step's peak from VmHWM
+# once the process is warm. Served by mmap and returned at once, every
+# allocation of 4 KiB or more counts while live, and no longer.
+MEASURE_MEMORY_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "4096",
+    "MALLOC_TRIM_THRESHOLD_": "0",
+}
+
+
+def run_worker(
+    impl, tasks, batch, timesteps, features, units, steps, warmup, env=None
+):
+    command = [
+        sys.executable,
+        WORKER,
+        f"--impl={impl}",
+        f"--task={','.join(tasks)}",
+        f"--batch={batch}",
+        f"--timesteps={timesteps}",
+        f"--features={features}",
+        f"--units={units}",
+        f"--steps={steps}",
+        f"--warmup={warmup}",
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    # Spinning OpenMP threads (torch's) collapse when the CPUs are shared
+    # with other processes; sleeping ones do not. Only torch uses OpenMP.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [os.path.dirname(HERE), env.get("PYTHONPATH")])
+    )
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"worker failed: {' '.join(command)}\n{result.stderr[-3000:]}"
+        )
+    # The 1-minute load average when the worker ends: a busy machine
+    # distorts times (ratios less, since every implementation shares it).
+    records = {"load_average": os.getloadavg()[0]}
+    for line in result.stdout.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            records[record["task"]] = record["values"]
+    return records
+
+
+def measure(args):
+    """Runs all rounds; returns `{shape: {task: {impl: [per-round]}}}`."""
+    raw = {
+        shape: {"train": {}, "latency": {}, "train_memory": {}}
+        for shape in args.shapes
+    }
+    step_scale = 0.25 if args.quick else 1.0
+    total = args.rounds * len(args.shapes) * len(args.impls)
+    done = 0
+    started = time.time()
+    for round_index in range(args.rounds):
+        for shape_index, shape in enumerate(args.shapes):
+            batch, timesteps, features, units, steps = SHAPES[shape]
+            # Rotate the order each round and shape.
+            offset = round_index + shape_index
+            order = args.impls[offset:] + args.impls[:offset]
+            for impl in order:
+                records = run_worker(
+                    impl,
+                    ["train", "latency"],
+                    batch,
+                    timesteps,
+                    features,
+                    units,
+                    steps=max(2, int(steps * step_scale)),
+                    warmup=2,
+                )
+                for task in ("train", "latency"):
+                    raw[shape][task].setdefault(impl, []).append(
+                        statistics.median(records[task])
+                    )
+                    # The fastest step is what the load of other
+                    # processes distorts least: kept for reference.
+                    raw[shape][task + "_min"] = raw[shape].get(
+                        task + "_min", {}
+                    )
+                    raw[shape][task + "_min"].setdefault(impl, []).append(
+                        min(records[task])
+                    )
+                raw[shape].setdefault("load_average", {}).setdefault(
+                    impl, []
+                ).append(records["load_average"])
+                done += 1
+                print(
+                    f"[{done}/{total}] round {round_index + 1} {shape:6s} "
+                    f"{impl:12s} train {records['train'] and 1e3 * statistics.median(records['train']):8.1f} ms"
+                    f"  latency {1e3 * statistics.median(records['latency']):7.2f} ms"
+                    f"  load {records['load_average']:.1f}"
+                    f"  ({time.time() - started:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        # A run cut short still leaves its finished rounds behind.
+        os.makedirs(os.path.dirname(args.output), exist_ok=True)
+        with open(args.output + ".partial.json", "w") as file:
+            json.dump(raw, file, indent=1)
+    if args.memory:
+        memory = {}
+        batch, timesteps, features, units, _ = SHAPES["long"]
+        runs = [
+            ("train_memory", timesteps),
+            ("infer_memory", timesteps),
+            ("infer_memory", SHORT_INFERENCE_TIMESTEPS),
+        ]
+        for task, length in runs:
+            for impl in args.impls:
+                records = run_worker(
+                    impl,
+                    [task],
+                    batch,
+                    length,
+                    features,
+                    units,
+                    steps=1,
+                    warmup=1,
+                    env=MEASURE_MEMORY_ENV,
+                )
+                key = f"{task}_T{length}"
+                memory.setdefault(key, {})[impl] = records[task][0]
+                print(
+                    f"memory {key:20s} {impl:12s} {records[task][0]:8.1f} MiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        raw["memory"] = memory
+    return raw
+
+
+def _speedups(per_impl, impls):
+    """Median over rounds of peer time / our time in the same round."""
+    return {
+        peer: statistics.median(
+            p / o for p, o in zip(per_impl[peer], per_impl["ours"], strict=True)
+        )
+        for peer in impls
+        if peer != "ours" and peer in per_impl
+    }
+
+
+def summarize(raw, impls):
+    """Medians over rounds and ours-vs-peer ratios (peer / ours, per round)."""
+    summary = {}
+    for shape, tasks in raw.items():
+        if shape == "memory":
+            continue
+        summary[shape] = {}
+        for task in ("train", "latency"):
+            per_impl = tasks[task]
+            fastest = tasks[task + "_min"]
+            entry = {
+                "median_s": {
+                    i: statistics.median(v) for i, v in per_impl.items()
+                },
+                "min_s": {i: min(v) for i, v in fastest.items()},
+            }
+            if "ours" in per_impl:
+                entry["speedup_vs"] = _speedups(per_impl, impls)
+                entry["speedup_vs_using_min"] = _speedups(fastest, impls)
+            summary[shape][task] = entry
+        loads = [x for v in tasks["load_average"].values() for x in v]
+        summary[shape]["load_average"] = statistics.median(loads)
+    if "memory" in raw:
+        summary["memory_mib"] = raw["memory"]
+    return summary
+
+
+def markdown(summary, impls):
+    peers = [i for i in impls if i != "ours"]
+    lines = [
+        "| shape | task | "
+        + " | ".join(f"{LABELS[p]} / ours" for p in peers)
+        + " | ours (median) | load avg |",
+        "|---" * (len(peers) + 4) + "|",
+    ]
+    for shape, tasks in summary.items():
+        if shape == "memory_mib":
+            continue
+        batch, timesteps, features, units, _ = SHAPES[shape]
+        name = f"{shape} (B={batch}, T={timesteps}, D={features}, H={units})"
+        for task in ("train", "latency"):
+            entry = tasks[task]
+            label = "train step" if task == "train" else "batch-1 latency"
+            ratios = entry.get("speedup_vs", {})
+            cells = [f"{ratios[p]:.2f}x" if p in ratios else "-" for p in peers]
+            ours = entry["median_s"].get("ours")
+            ours_text = f"{1e3 * ours:.1f} ms" if ours is not None else "-"
+            lines.append(
+                f"| {name} | {label} | "
+                + " | ".join(cells)
+                + f" | {ours_text} | {tasks['load_average']:.1f} |"
+            )
+    if "memory_mib" in summary:
+        lines += [
+            "",
+            "| peak memory added (MiB) | "
+            + " | ".join(LABELS[i] for i in impls)
+            + " |",
+            "|---" * (len(impls) + 1) + "|",
+        ]
+        for key, values in summary["memory_mib"].items():
+            cells = [f"{values[i]:.1f}" if i in values else "-" for i in impls]
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        "Ratios are peer time / our time (above 1: ours is faster), median "
+        "of per-round ratios; memory is the peak resident memory one step "
+        "adds to the warmed-up process (VmHWM, glibc set to return freed "
+        "memory at once), B=8, D=32, H=128. Load avg: the machine's median "
+        f"1-minute load average over the runs ({os.cpu_count()} CPUs)."
+    )
+    return "\n".join(lines)
+
+
+def plot(summary, impls, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = [s for s in summary if s != "memory_mib"]
+    panels = [
+        ("train", "training step (ms)"),
+        ("latency", "batch-1 latency (ms)"),
+    ]
+    has_memory = "memory_mib" in summary
+    figure, axes = plt.subplots(
+        1, len(panels) + has_memory, figsize=(5 * (len(panels) + has_memory), 4)
+    )
+    width = 0.8 / len(impls)
+    for axis, (task, title) in zip(axes, panels, strict=False):
+        for index, impl in enumerate(impls):
+            values = [
+                1e3 * summary[s][task]["median_s"].get(impl, float("nan"))
+                for s in shapes
+            ]
+            axis.bar(
+                [k + index * width for k in range(len(shapes))],
+                values,
+                width,
+                label=LABELS[impl],
+            )
+        axis.set_xticks([k + 0.4 - width / 2 for k in range(len(shapes))])
+        axis.set_xticklabels(shapes)
+        axis.set_yscale("log")
+        axis.set_title(title)
+    if has_memory:
+        axis = axes[-1]
+        keys = list(summary["memory_mib"])
+        for index, impl in enumerate(impls):
+            values = [
+                summary["memory_mib"][k].get(impl, float("nan")) for k in keys
+            ]
+            axis.bar(
+                [k + index * width for k in range(len(keys))], values, width
+            )
+        axis.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))])
+        axis.set_xticklabels(
+            [k.replace("_memory_", "\n") for k in keys], fontsize=8
+        )
+        axis.set_title("peak memory added (MiB), B=8")
+    axes[0].legend(fontsize=8)
+    figure.suptitle("LSTM on CPU: lower is better (medians over rounds)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__[__doc__.index("Examples:") :],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES)
+    )
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        choices=IMPLEMENTATIONS,
+        default=list(IMPLEMENTATIONS),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 round, a quarter of the steps: a smoke test, not a result",
+    )
+    parser.add_argument(
+        "--no-memory",
+        dest="memory",
+        action="store_false",
+        help="skip the peak-memory processes",
+    )
+    parser.add_argument(
+        "--output",
+        default=os.path.join(HERE, "results", "latest"),
+        help="path prefix of the .json and .png written",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = 1
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+
+    raw = measure(args)
+    summary = summarize(raw, args.impls)
+    table = markdown(summary, args.impls)
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    result = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "shapes": {s: SHAPES[s][:4] for s in args.shapes},
+        "rounds": args.rounds,
+        "quick": args.quick,
+        "raw": raw,
+        "summary": summary,
+    }
+    with open(args.output + ".json", "w") as file:
+        json.dump(result, file, indent=1)
+    plot(summary, args.impls, args.output + ".png")
+    print(table)
+    print(f"\nwrote {args.output}.json and {args.output}.png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

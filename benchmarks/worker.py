@@ -1,0 +1,275 @@
+"""Measures one LSTM implementation in this process; `run.py` drives it.
+
+Each measurement prints one JSON line on stdout. The implementations:
+
+- `ours`: `lstm_keras.LSTM` on TensorFlow (its fast path when it applies).
+- `ours_generic`: the same layer forced onto the generic `keras.ops` path.
+- `keras_tf`: `keras.layers.LSTM` on TensorFlow.
+- `keras_jax`: `keras.layers.LSTM` on JAX.
+- `torch`: `torch.nn.LSTM` with an idiomatic training loop.
+
+Tasks:
+
+- `train`: seconds per training step (forward, backward, Adam update) of
+  `LSTM(H) -> Dense(1)` with a mean squared error, through `model.fit` with
+  the default `compile()` (one step per execution) for Keras, timed between
+  `on_train_batch_end` callbacks; a plain loop for torch.
+- `latency`: seconds per batch-1 inference call, compiled the fastest
+  idiomatic way: `tf.function(model)` on TensorFlow, `jax.jit` of
+  `model.stateless_call` on JAX, eager `torch.inference_mode()` on torch
+  (`nn.LSTM` is one fused ATen kernel).
+- `train_memory` / `infer_memory`: the peak resident memory one training
+  step / inference call adds on top of the warmed-up process (Linux
+  `VmHWM`, reset through `/proc/self/clear_refs` after warm-up), in MiB.
+  Run it with `MALLOC_MMAP_THRESHOLD_=4096 MALLOC_TRIM_THRESHOLD_=0` (as
+  `run.py` does), or glibc's reuse of freed memory hides the peak.
+
+Example:
+
+    python benchmarks/worker.py --impl ours --task train --batch 64 \\
+        --timesteps 100 --features 40 --units 128 --steps 20
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+IMPLEMENTATIONS = ("ours", "ours_generic", "keras_tf", "keras_jax", "torch")
+TASKS = ("train", "latency", "train_memory", "infer_memory")
+
+
+def _backend(impl):
+    return {"keras_jax": "jax", "torch": "torch"}.get(impl, "tensorflow")
+
+
+def _memory_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def _reset_peak():
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def _data(args, batch):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, args.timesteps, args.features))
+    y = rng.normal(size=(batch, 1))
+    return x.astype("float32"), y.astype("float32")
+
+
+def _keras_model(args):
+    import keras
+
+    if args.impl in ("ours", "ours_generic"):
+        import lstm_keras
+
+        lstm = lstm_keras.LSTM(args.units)
+    else:
+        lstm = keras.layers.LSTM(args.units)
+    model = keras.Sequential(
+        [
+            keras.Input((args.timesteps, args.features)),
+            lstm,
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def _keras_train(args, model, steps):
+    import keras
+
+    x, y = _data(args, args.batch * steps)
+    stamps = []
+
+    class Stamp(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stamps.append(time.perf_counter())
+
+    def fit():
+        start = time.perf_counter()
+        model.fit(
+            x,
+            y,
+            batch_size=args.batch,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[Stamp()],
+        )
+        return start
+
+    return stamps, fit
+
+
+def _torch_model(args):
+    import torch
+
+    torch.manual_seed(0)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(
+                args.features, args.units, batch_first=True
+            )
+            self.dense = torch.nn.Linear(args.units, 1)
+
+        def forward(self, x):
+            _, (h, _) = self.lstm(x)
+            return self.dense(h[-1])
+
+    return Model()
+
+
+def train_step_times(args):
+    """Returns the per-step times of `args.steps` steps after warm-up."""
+    steps = args.warmup + args.steps
+    if args.impl == "torch":
+        import torch
+
+        model = _torch_model(args)
+        optimizer = torch.optim.Adam(model.parameters())
+        x, y = (torch.from_numpy(a) for a in _data(args, args.batch))
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+        return times[args.warmup :]
+    model = _keras_model(args)
+    stamps, fit = _keras_train(args, model, steps)
+    start = fit()
+    stamps.insert(0, start)
+    times = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return times[args.warmup :]
+
+
+def _inference_call(args, batch):
+    """Returns a no-argument function running one compiled inference call."""
+    x, _ = _data(args, batch)
+    if args.impl == "torch":
+        import torch
+
+        model = _torch_model(args).eval()
+        x = torch.from_numpy(x)
+
+        def call():
+            with torch.inference_mode():
+                return model(x)
+
+        return call
+    model = _keras_model(args)
+    if args.impl == "keras_jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        predict = jax.jit(
+            lambda t, n, x: model.stateless_call(t, n, x, training=False)[0]
+        )
+        x = jax.numpy.asarray(x)
+        return lambda: predict(trainable, non_trainable, x).block_until_ready()
+    import tensorflow as tf
+
+    predict = tf.function(lambda x: model(x, training=False))
+    x = tf.constant(x)
+    return lambda: predict(x).numpy()
+
+
+def latency_times(args):
+    call = _inference_call(args, 1)
+    times = []
+    for _ in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times[args.warmup :]
+
+
+def peak_memory_mib(args, task):
+    """Peak resident memory one step adds after warm-up, in MiB."""
+    if task == "infer_memory":
+        call = _inference_call(args, args.batch)
+    elif args.impl == "torch":
+        import torch
+
+        model = _torch_model(args)
+        optimizer = torch.optim.Adam(model.parameters())
+        x, y = (torch.from_numpy(a) for a in _data(args, args.batch))
+
+        def call():
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+    else:
+        model = _keras_model(args)
+        x, y = _data(args, args.batch)
+
+        def call():
+            model.train_on_batch(x, y)
+
+    for _ in range(max(1, args.warmup)):
+        call()
+    baseline = _memory_kib("VmRSS")
+    _reset_peak()
+    for _ in range(max(1, args.steps)):
+        call()
+    return (_memory_kib("VmHWM") - baseline) / 1024
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__[__doc__.index("Example:") :],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--impl", choices=IMPLEMENTATIONS, required=True)
+    parser.add_argument(
+        "--task",
+        required=True,
+        help=f"comma-separated, from {', '.join(TASKS)}",
+    )
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--timesteps", type=int, default=100)
+    parser.add_argument("--features", type=int, default=40)
+    parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed")
+    args = parser.parse_args(argv)
+
+    os.environ["KERAS_BACKEND"] = _backend(args.impl)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.impl == "ours_generic":
+        os.environ["LSTM_KERAS_FAST_PATH"] = "0"
+    tasks = args.task.split(",")
+    for task in tasks:
+        if task not in TASKS:
+            parser.error(f"unknown task {task!r}; expected one of {TASKS}")
+    for task in tasks:
+        if task == "train":
+            values = train_step_times(args)
+        elif task == "latency":
+            values = latency_times(args)
+        else:
+            values = [peak_memory_mib(args, task)]
+        record = {"impl": args.impl, "task": task, "values": values}
+        print(json.dumps(record), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Backend-specific fast paths for `lstm_keras.dispatch`."""

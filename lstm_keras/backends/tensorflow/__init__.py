@@ -1,0 +1,1 @@
+"""The TensorFlow fast path: custom CPU ops for the LSTM recurrence."""

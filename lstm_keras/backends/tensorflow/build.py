@@ -1,0 +1,172 @@
+"""Builds and loads the TensorFlow custom ops in `lstm_kernels.cc`.
+
+The ops are compiled on first use with the C++ compiler (`$CXX`, else `g++`)
+against the headers of the installed TensorFlow, with `-O3 -march=native`
+(they are built on the machine that runs them), and cached in
+`$LSTM_KERAS_CACHE_DIR` (default `~/.cache/lstm_keras`) under a name keyed by
+the source, the TensorFlow version and the compiler command, so a change to
+any of them rebuilds. A file lock keeps concurrent processes (pytest workers,
+multi-worker training) from racing, and the library is renamed into place
+atomically. When the build or the load fails, `load_kernels()` warns once
+and returns `None`, and the layer falls back to the generic path.
+
+Usage:
+
+    python -m lstm_keras.backends.tensorflow          # build, print path
+    python -m lstm_keras.backends.tensorflow --force  # rebuild
+"""
+
+import argparse
+import fcntl
+import functools
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import warnings
+
+SOURCE = os.path.join(os.path.dirname(__file__), "lstm_kernels.cc")
+OPTIMIZATION_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
+
+
+class BuildError(RuntimeError):
+    """The custom ops could not be compiled or loaded."""
+
+
+def cache_dir():
+    """Returns the directory holding built libraries (not created here)."""
+    configured = os.environ.get("LSTM_KERAS_CACHE_DIR")
+    if configured:
+        return configured
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return os.path.join(base, "lstm_keras")
+
+
+def compile_command(output_path):
+    """The compiler command line that builds the library at `output_path`."""
+    import tensorflow as tf
+
+    compiler = shlex.split(os.environ.get("CXX", "g++"))
+    return [
+        *compiler,
+        *OPTIMIZATION_FLAGS,
+        SOURCE,
+        "-o",
+        output_path,
+        *tf.sysconfig.get_compile_flags(),
+        *tf.sysconfig.get_link_flags(),
+    ]
+
+
+def library_path():
+    """Where the library for this source, TensorFlow and compiler lives."""
+    import tensorflow as tf
+
+    with open(SOURCE, "rb") as source:
+        digest = hashlib.sha256(source.read())
+    digest.update(tf.__version__.encode())
+    digest.update(" ".join(compile_command("{out}")).encode())
+    return os.path.join(
+        cache_dir(), f"lstm_kernels-{digest.hexdigest()[:16]}.so"
+    )
+
+
+def build(force=False):
+    """Compiles the ops unless a cached library exists; returns its path.
+
+    Args:
+        force: Rebuild even when the cached library exists. Defaults to
+            `False`.
+
+    Raises:
+        BuildError: the compiler is missing or failed.
+    """
+    path = library_path()
+    if os.path.exists(path) and not force:
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # Another process may have built it while this one waited.
+        if os.path.exists(path) and not force:
+            return path
+        fd, partial = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+        os.close(fd)
+        try:
+            command = compile_command(partial)
+            try:
+                result = subprocess.run(
+                    command, capture_output=True, text=True, check=False
+                )
+            except OSError as error:
+                raise BuildError(
+                    f"could not run the compiler {command[0]!r}: {error}"
+                ) from error
+            if result.returncode != 0:
+                raise BuildError(
+                    f"compiling {SOURCE} failed ({shlex.join(command)}):\n"
+                    + result.stderr[-4000:]
+                )
+            os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    return path
+
+
+@functools.cache
+def load_kernels():
+    """Returns the loaded op module, or `None` (with one warning) on failure.
+
+    Set `LSTM_KERAS_FAST_PATH=0` to skip building altogether.
+    """
+    import tensorflow as tf
+
+    try:
+        return tf.load_op_library(build())
+    except (BuildError, OSError, tf.errors.OpError) as error:
+        warnings.warn(
+            "lstm_keras: the TensorFlow fast path is unavailable, using the "
+            f"generic path instead. Reason: {error}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m lstm_keras.backends.tensorflow",
+        description=(
+            "Compile lstm_keras's TensorFlow CPU ops (the LSTM fast path) "
+            "into the cache directory, so that the first training run does "
+            "not pay for it."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m lstm_keras.backends.tensorflow\n"
+            "  LSTM_KERAS_CACHE_DIR=/tmp/lk "
+            "python -m lstm_keras.backends.tensorflow --force"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="rebuild even if cached"
+    )
+    args = parser.parse_args(argv)
+    print(f"building {SOURCE} ...", file=sys.stderr, flush=True)
+    try:
+        path = build(force=args.force)
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

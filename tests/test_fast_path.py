@@ -1,0 +1,349 @@
+"""The TensorFlow fast path computes what the generic keras.ops path does.
+
+Every case runs the same layer twice, on the fast path and inside
+`dispatch.fast_paths_disabled()`, and compares outputs, final states and
+the gradients of a weighted sum of them with respect to the inputs, the
+initial states and the weights, within 1e-5 in float32.
+"""
+
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import lstm_keras
+from lstm_keras import dispatch
+
+pytestmark = pytest.mark.tensorflow_only
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    from lstm_keras.backends.tensorflow import build
+    from lstm_keras.backends.tensorflow import fast_path
+
+BATCH, TIMESTEPS, FEATURES, UNITS = 5, 7, 3, 4
+TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+
+
+def _masks():
+    right = np.ones((BATCH, TIMESTEPS), bool)
+    right[:, 4:] = False
+    left = np.ones((BATCH, TIMESTEPS), bool)
+    left[:, :3] = False
+    mixed = np.ones((BATCH, TIMESTEPS), bool)
+    mixed[1, 5:] = False  # right-padded row
+    mixed[2, :3] = False  # left-padded row
+    mixed[3, :] = False  # fully masked row
+    mixed[4, 2:4] = False  # a gap in the middle
+    return {"right": right, "left": left, "mixed": mixed}
+
+
+MASKS = _masks()
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    loaded = build.load_kernels()
+    if loaded is None:
+        pytest.skip("the custom ops could not be built on this machine")
+    return loaded
+
+
+@pytest.fixture
+def fast_path_calls(monkeypatch):
+    """Counts the calls that the fast path accepted."""
+    calls = []
+
+    def counting(layer, sequences, initial_state, mask, training):
+        result = fast_path.lstm_sequence(
+            layer, sequences, initial_state, mask, training
+        )
+        calls.append(training)
+        return result
+
+    monkeypatch.setitem(dispatch._FAST_PATHS, "tensorflow", counting)
+    return calls
+
+
+def _run(layer, x, mask=None, initial_state=None, training=False):
+    """Outputs of the layer and gradients of a weighted sum of them."""
+    x = tf.constant(x)
+    watched = [x]
+    if initial_state is not None:
+        initial_state = [tf.constant(s) for s in initial_state]
+        watched += initial_state
+    with tf.GradientTape() as tape:
+        tape.watch(watched)
+        result = layer(
+            x, mask=mask, initial_state=initial_state, training=training
+        )
+        results = (
+            list(result) if isinstance(result, (list, tuple)) else [result]
+        )
+        # Distinct weights per unit, so that a swapped gate or unit shows.
+        loss = sum(
+            tf.reduce_sum(r * np.linspace(0.5, 1.5, r.shape[-1], dtype="f4"))
+            for r in results
+        )
+    gradients = tape.gradient(loss, watched + layer.trainable_weights)
+    return [r.numpy() for r in results], [g.numpy() for g in gradients]
+
+
+def _assert_fast_equals_generic(make_layer, x, calls, **call_kwargs):
+    layer = make_layer()
+    fast = _run(layer, x, **call_kwargs)
+    assert calls, "the fast path declined this configuration"
+    with dispatch.fast_paths_disabled():
+        generic = _run(layer, x, **call_kwargs)
+    for got, expected in zip(
+        fast[0] + fast[1], generic[0] + generic[1], strict=True
+    ):
+        np.testing.assert_allclose(got, expected, **TOLERANCE)
+    return fast
+
+
+@pytest.mark.parametrize("mask", [None, *MASKS], ids=str)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"return_sequences": True},
+        {"return_sequences": True, "go_backwards": True},
+        {"return_sequences": True, "zero_output_for_mask": True},
+        {"return_state": True, "go_backwards": True},
+    ],
+    ids=lambda o: "-".join(o) or "default",
+)
+def test_matches_generic_path(kernels, fast_path_calls, rng, mask, options):
+    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
+    if mask is not None:
+        # Padding may hold anything: NaN must not reach outputs or gradients.
+        x[~MASKS[mask]] = np.nan
+        mask = MASKS[mask]
+    states = [
+        rng.normal(size=(BATCH, UNITS)).astype("float32") for _ in range(2)
+    ]
+    fast = _assert_fast_equals_generic(
+        lambda: lstm_keras.LSTM(UNITS, **options),
+        x,
+        fast_path_calls,
+        mask=mask,
+        initial_state=states,
+    )
+    assert all(np.isfinite(a).all() for a in fast[0] + fast[1])
+
+
+def test_matches_numpy_reference(kernels, fast_path_calls, rng):
+    # An independent check: the float64 NumPy forward and hand-derived BPTT.
+    from lstm_keras.gradcheck import reference
+
+    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
+    mask = MASKS["mixed"]
+    h0, c0 = (rng.normal(size=(BATCH, UNITS)).astype("float32") for _ in "hc")
+    layer = lstm_keras.LSTM(UNITS, return_sequences=True, return_state=True)
+    (outputs, h, c), grads = _run(layer, x, mask=mask, initial_state=[h0, c0])
+    assert fast_path_calls
+    kernel, recurrent_kernel, bias = layer.get_weights()
+    ref_outputs, _, ref_h, ref_c, cache = reference.reference_forward(
+        x, h0, c0, kernel, recurrent_kernel, bias, mask=mask
+    )
+    weights = np.linspace(0.5, 1.5, UNITS)
+    ref_grads = reference.reference_backward(
+        cache,
+        d_outputs=np.broadcast_to(weights, ref_outputs.shape),
+        d_h_T=np.broadcast_to(weights, ref_h.shape),
+        d_c_T=np.broadcast_to(weights, ref_c.shape),
+    )
+    for got, expected in zip(
+        (outputs, h, c), (ref_outputs, ref_h, ref_c), strict=True
+    ):
+        np.testing.assert_allclose(got, expected, **TOLERANCE)
+    names = ("x", "h0", "c0", "kernel", "recurrent_kernel", "bias")
+    for got, name in zip(grads, names, strict=True):
+        np.testing.assert_allclose(got, ref_grads[name], **TOLERANCE)
+
+
+def test_input_dropout_matches_generic(kernels, fast_path_calls, rng):
+    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
+    dropout_mask = (rng.random((BATCH, FEATURES)) > 0.5) / 0.5
+
+    def make_layer():
+        layer = lstm_keras.LSTM(UNITS, dropout=0.5, return_sequences=True)
+        # Both paths must see the same mask; the seed stream would differ.
+        layer.cell.get_dropout_mask = lambda step: tf.constant(
+            dropout_mask, tf.float32
+        )
+        return layer
+
+    _assert_fast_equals_generic(make_layer, x, fast_path_calls, training=True)
+    assert fast_path_calls == [True]
+
+
+def test_stateful_matches_generic(kernels, fast_path_calls, rng):
+    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
+    fast = lstm_keras.LSTM(UNITS, stateful=True, return_sequences=True)
+    generic = lstm_keras.LSTM(UNITS, stateful=True, return_sequences=True)
+    fast(x)
+    generic(x)
+    generic.set_weights(fast.get_weights())
+    fast.reset_state()
+    generic.reset_state()
+    for _ in range(2):  # the second batch starts from the first's state
+        got = fast(x).numpy()
+        with dispatch.fast_paths_disabled():
+            expected = generic(x).numpy()
+        np.testing.assert_allclose(got, expected, **TOLERANCE)
+    assert len(fast_path_calls) >= 2
+
+
+def test_gradient_of_a_forward_pass_that_saved_nothing(
+    kernels, fast_path_calls, rng
+):
+    # Traced without a tape, the op saves no gates; a tape that turns up
+    # later makes its gradient rerun the forward pass to get them.
+    x = tf.constant(rng.normal(size=(BATCH, TIMESTEPS, FEATURES)), tf.float32)
+    layer = lstm_keras.LSTM(UNITS)
+    predict = tf.function(lambda x: layer(x, training=False))
+    predict(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(predict(x))
+    got = tape.gradient(loss, [x, *layer.trainable_weights])
+    assert fast_path_calls
+    with dispatch.fast_paths_disabled():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x))
+        expected = tape.gradient(loss, [x, *layer.trainable_weights])
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), **TOLERANCE)
+
+
+def test_model_fit_step_matches_generic(kernels, fast_path_calls, rng):
+    x = rng.normal(size=(16, TIMESTEPS, FEATURES)).astype("float32")
+    y = rng.normal(size=(16, 1)).astype("float32")
+
+    def trained_weights():
+        keras.utils.set_random_seed(7)
+        model = keras.Sequential(
+            [
+                keras.Input((TIMESTEPS, FEATURES)),
+                lstm_keras.LSTM(UNITS),
+                keras.layers.Dense(1),
+            ]
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        return model.get_weights()
+
+    fast = trained_weights()
+    assert True in fast_path_calls, "model.fit did not use the fast path"
+    with dispatch.fast_paths_disabled():
+        generic = trained_weights()
+    for got, expected in zip(fast, generic, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options, dtype, training",
+    [
+        ({"activation": "relu"}, "float32", False),
+        ({"recurrent_activation": "hard_sigmoid"}, "float32", False),
+        ({"recurrent_dropout": 0.3}, "float32", True),
+        ({"unroll": True}, "float32", False),
+        ({}, "float64", False),
+        ({}, "mixed_float16", False),
+        ({"use_peepholes": True}, "float32", False),
+        ({"layer_norm": True}, "float32", False),
+        ({"projection_units": 2}, "float32", False),
+    ],
+    ids=str,
+)
+def test_declines_what_it_does_not_cover(
+    kernels, fast_path_calls, rng, options, dtype, training
+):
+    try:
+        layer = lstm_keras.LSTM(UNITS, dtype=dtype, **options)
+    except TypeError:
+        pytest.skip(f"this layer has no option {sorted(options)} yet")
+    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
+    layer(x)  # builds
+    fast_path_calls.clear()
+    inputs = tf.cast(tf.constant(x), layer.compute_dtype)
+    state = [tf.zeros((BATCH, s), layer.compute_dtype) for s in (UNITS,) * 2]
+    with pytest.raises(NotImplementedError):
+        fast_path.lstm_sequence(layer, inputs, state, None, training)
+    # ...and the layer still runs, on the generic path.
+    result = layer(x, training=training)
+    assert not fast_path_calls
+    assert np.isfinite(keras.ops.convert_to_numpy(result)).all()
+
+
+def test_declines_inside_xla(kernels, fast_path_calls, rng):
+    layer = lstm_keras.LSTM(UNITS)
+    x = tf.constant(rng.normal(size=(BATCH, TIMESTEPS, FEATURES)), tf.float32)
+    got = tf.function(lambda x: layer(x), jit_compile=True)(x)
+    assert not fast_path_calls
+    with dispatch.fast_paths_disabled():
+        expected = layer(x)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), **TOLERANCE)
+
+
+def test_disabled_by_context_manager_and_environment(
+    kernels, fast_path_calls, monkeypatch, rng
+):
+    layer = lstm_keras.LSTM(UNITS)
+    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
+    with dispatch.fast_paths_disabled():
+        with dispatch.fast_paths_disabled():
+            layer(x)
+        layer(x)
+    assert not fast_path_calls
+    monkeypatch.setenv("LSTM_KERAS_FAST_PATH", "0")
+    layer(x)
+    assert not fast_path_calls
+    monkeypatch.setenv("LSTM_KERAS_FAST_PATH", "1")
+    layer(x)
+    assert len(fast_path_calls) == 1
+
+
+def test_build_failure_warns_once_and_falls_back(
+    kernels, monkeypatch, tmp_path, rng
+):
+    monkeypatch.setenv("LSTM_KERAS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(build.BuildError, match="no-such-compiler"):
+        build.build()
+    assert not list(tmp_path.glob("*.so"))
+    build.load_kernels.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="fast path is unavailable"):
+            assert build.load_kernels() is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert build.load_kernels() is None
+            layer = lstm_keras.LSTM(UNITS)
+            x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("f4")
+            assert np.isfinite(layer(x).numpy()).all()
+            with pytest.raises(NotImplementedError, match="built or loaded"):
+                fast_path.lstm_sequence(
+                    layer,
+                    tf.constant(x),
+                    [tf.zeros((BATCH, UNITS))] * 2,
+                    None,
+                    False,
+                )
+    finally:
+        build.load_kernels.cache_clear()
+
+
+def test_build_reuses_the_cached_library(kernels):
+    path = build.library_path()
+    before = build.build()
+    assert before == path
+    modified = os.path.getmtime(path)
+    assert build.build() == path
+    assert os.path.getmtime(path) == modified
