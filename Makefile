@@ -9,9 +9,11 @@ PYTEST := $(PY) -m pytest -q -n 2
 # TensorFlow's C++ start-up chatter hides the test output.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Core tests that also run on the JAX and torch backends.
-CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_gradcheck.py tests/test_dispatch.py tests/test_docs.py
+CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_gradcheck.py \
+	tests/test_dispatch.py tests/test_docs.py tests/test_variants.py tests/test_diagnostics.py
 
-.PHONY: demo test test-tensorflow test-jax test-torch lint gradcheck clean
+.PHONY: demo demo-adding test test-tensorflow test-jax test-torch eval bench bench-quick \
+	ops lint gradcheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,14 +27,26 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml constraints.txt | $(PY)
 	$(PIP) -e '.[cpu,apps,plots,test]'
 	touch $@ $(VENV)/.installed-demo
 
-## demo: train LSTM vs SimpleRNN on the adding problem (T=100) and print both scores
+## demo: train the sentiment LSTM on the embedded SST-2, evaluate, export, print predictions
 demo: $(VENV)/.installed-demo
+	-$(PY) -m lstm_keras.backends.tensorflow
+	$(PY) -m training.demo
+
+## demo-adding: LSTM vs SimpleRNN on the adding problem (T=100), both scores and a plot
+demo-adding: $(VENV)/.installed-demo
 	$(PY) -m training.adding_demo
+
+## ops: build the TensorFlow fast path's C++ ops now (otherwise on first use)
+ops: $(VENV)/.installed-demo
+	$(PY) -m lstm_keras.backends.tensorflow
 
 ## test: the whole suite on TensorFlow, then the core tests on JAX and torch
 test: test-tensorflow test-jax test-torch
 
+# Build the C++ ops once before the two workers start; without a compiler the
+# fast-path tests skip and the layer falls back, so a failure must not stop us.
 test-tensorflow: $(VENV)/.installed-test
+	-$(PY) -m lstm_keras.backends.tensorflow
 	KERAS_BACKEND=tensorflow $(PYTEST) tests
 
 test-jax: $(VENV)/.installed-test
@@ -41,10 +55,27 @@ test-jax: $(VENV)/.installed-test
 test-torch: $(VENV)/.installed-test
 	KERAS_BACKEND=torch $(PYTEST) -m "not tensorflow_only" $(CORE_TESTS)
 
+## eval: the long quality runs: SST-2 and FSDD accuracy, held-out speaker, long-range table, gradient flow
+eval: $(VENV)/.installed-test
+	-$(PY) -m lstm_keras.backends.tensorflow
+	$(PY) -m training.evaluate --out runs/eval
+	$(PY) -m training.long_range_table --out runs/long_range
+	$(PY) -m training.gradflow --out runs/gradflow
+
+## bench: speed and memory against keras.layers.LSTM (TF, JAX) and torch.nn.LSTM; results in benchmarks/results/
+bench: $(VENV)/.installed-test
+	$(PY) -m lstm_keras.backends.tensorflow
+	$(PY) benchmarks/run.py
+
+## bench-quick: one short round of the benchmark, a smoke test (~5 min)
+bench-quick: $(VENV)/.installed-test
+	$(PY) -m lstm_keras.backends.tensorflow
+	$(PY) benchmarks/run.py --quick --output /tmp/lstm_keras_bench_quick
+
 ## lint: ruff over the code
 lint: $(VENV)/.installed-test
-	$(PY) -m ruff check lstm_keras training tuning tests
-	$(PY) -m ruff format --check lstm_keras training tuning tests
+	$(PY) -m ruff check lstm_keras training tuning tests benchmarks
+	$(PY) -m ruff format --check lstm_keras training tuning tests benchmarks
 
 ## gradcheck: print the backprop verification table
 gradcheck: $(VENV)/.installed-test

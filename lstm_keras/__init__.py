@@ -5,9 +5,11 @@ equations live in `lstm_keras.LSTMCell`, with four named gate weight sets and
 a backpropagation verified by `lstm_keras.gradcheck`.
 
 The applications (`lstm_keras.applications`, `lstm_keras.datasets`) need
-TensorFlow and are imported on their own, so the layer stays usable on JAX and
-torch without it.
+TensorFlow: the first is imported here on the TensorFlow backend only, so the
+layer stays usable on JAX and torch without it.
 """
+
+import keras
 
 from lstm_keras import diagnostics
 from lstm_keras import dispatch
@@ -17,6 +19,11 @@ from lstm_keras.lstm_cell import GATE_ORDER
 from lstm_keras.lstm_cell import LSTMCell
 
 __version__ = "0.1.0"
+
+if keras.backend.backend() == "tensorflow":
+    # Registers the applications' classes, so that their `.keras` files load
+    # after `import lstm_keras` with safe_mode and no custom_objects.
+    from lstm_keras import applications  # noqa: F401
 
 __all__ = [
     "GATE_ORDER",

@@ -1,0 +1,558 @@
+"""Training runs of the applications: `train_and_evaluate(config, run_dir)`.
+
+The command line (`training/train.py`) only parses arguments into a
+`TrainConfig` and calls `train_and_evaluate`; the steps are small functions
+that tests call directly. A run writes into `run_dir`:
+
+- `metrics.json`: test accuracy and loss, class names, sample rate, sizes,
+  per-epoch history, training time, the test confusion matrix;
+- `learning_curves.png` (and `confusion_matrix.png` for speech);
+- `logs/` (TensorBoard), `checkpoints/best.weights.h5` (lowest validation
+  loss), `model.keras`, and `serving/1/` (a SavedModel from `model.export`,
+  made with the generic loop so no custom op lands in it);
+- while it runs, `backup/` and `history.json`: a run killed and started
+  again with the same arguments resumes from its last finished epoch and
+  ends with the same result (see `lstm_keras.applications.pipelines`).
+
+Under `MultiWorkerMirroredStrategy` the chief writes `run_dir`; every other
+worker writes to `run_dir/.worker-<id>/`, removed when it finishes.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lstm_keras.applications import pipelines
+from lstm_keras.applications import quality
+from lstm_keras.applications import reports
+from lstm_keras.applications import task
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+APPS = ("sentiment", "speech")
+MODALITY = {"sentiment": "text", "speech": "audio"}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run depends on; the same config resumes the same run.
+
+    Attributes:
+        app: `"sentiment"` or `"speech"`.
+        data: The source: a TFDS name, `"sample"` or a local directory (see
+            `lstm_keras.datasets.load_dataset`).
+        epochs: Training epochs. Defaults to 4.
+        batch_size: Examples per step, across all replicas. Defaults to 64.
+        seed: Seeds the split, the weights, dropout and the batch order.
+            Defaults to 0.
+        validation_fraction: Share of the training data held out. Defaults
+            to 0.1.
+        max_train_examples: Train on the first this many training examples
+            only (the split is random, so it is a random subset). Defaults
+            to `None` (all).
+        tfds_data_dir: TFDS data directory. Defaults to `None`.
+        holdout_speaker: FSDD speaker used as the test set. Defaults to
+            `None`.
+        strategy: `"default"`, `"mirrored"` or `"multi_worker"`
+            (`MultiWorkerMirroredStrategy`, cluster from `TF_CONFIG`).
+            Defaults to `"default"`.
+        model_options: Options of `build_classifier` (`units`,
+            `num_layers`, ...); unset ones take the model's defaults.
+        verbose: Keras progress output: `"auto"`, 0, 1 or 2. Defaults to
+            `"auto"`.
+    """
+
+    app: str
+    data: str
+    epochs: int = 4
+    batch_size: int = 64
+    seed: int = 0
+    validation_fraction: float = 0.1
+    max_train_examples: int | None = None
+    tfds_data_dir: str | None = None
+    holdout_speaker: str | None = None
+    strategy: str = "default"
+    model_options: dict = dataclasses.field(default_factory=dict)
+    verbose: str | int = "auto"
+
+    def __post_init__(self):
+        if self.app not in APPS:
+            raise ValueError(
+                f"Received an invalid value for argument app, expected one "
+                f"of {list(APPS)}, got {self.app!r}."
+            )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"Received an invalid value for argument strategy, expected "
+                f"one of {list(STRATEGIES)}, got {self.strategy!r}."
+            )
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Received an invalid value for argument {name}, "
+                    f"expected a positive integer, got {value!r}."
+                )
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ValueError(
+                "Received an invalid value for argument max_train_examples, "
+                f"expected a positive integer or None, got "
+                f"{self.max_train_examples!r}."
+            )
+
+
+# ---------------------------------------------------------------- strategy
+
+
+def make_strategy(name):
+    """The `tf.distribute` strategy called `name` (see `STRATEGIES`).
+
+    Create it before any other TensorFlow work: collective ops configure
+    the runtime when the strategy is made.
+    """
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def worker_role(strategy):
+    """`(is_chief, task_id)` of this process in `strategy`'s cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True, 0
+    task_type, task_id = resolver.task_type, resolver.task_id or 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if task_type == "chief" or (task_type == "worker" and not has_chief):
+        return task_type == "chief" or task_id == 0, task_id
+    return False, task_id
+
+
+def output_dir(run_dir, strategy):
+    """Where this worker writes: `run_dir` for the chief, else a private dir."""
+    is_chief, task_id = worker_role(strategy)
+    if is_chief:
+        return run_dir
+    return os.path.join(run_dir, f".worker-{task_id}")
+
+
+# -------------------------------------------------------------------- data
+
+
+def load_splits(config):
+    """`lstm_keras.datasets.load_dataset` for `config`, train capped if asked."""
+    from lstm_keras.datasets import load_dataset
+
+    splits = load_dataset(
+        config.data,
+        config.app,
+        seed=config.seed,
+        validation_fraction=config.validation_fraction,
+        tfds_data_dir=config.tfds_data_dir,
+        holdout_speaker=config.holdout_speaker,
+    )
+    n = splits.num_examples["train"]
+    if config.max_train_examples is not None and config.max_train_examples < n:
+        splits.train = splits.train.take(config.max_train_examples)
+        splits.num_examples = {
+            **splits.num_examples,
+            "train": config.max_train_examples,
+        }
+    # Decoded once (TFRecords, WAV floats), then read from memory.
+    splits.train = splits.train.cache()
+    splits.validation = splits.validation.cache()
+    splits.test = splits.test.cache()
+    return splits
+
+
+# ------------------------------------------------------------------- model
+
+
+def build_model(config, splits, model_builder=None):
+    """Builds, adapts and compiles the application model.
+
+    Call it inside `strategy.scope()`. `model_builder` defaults to
+    `lstm_keras.applications.build_classifier` (tests pass a stand-in with
+    the same signature).
+    """
+    if model_builder is None:
+        from lstm_keras.applications import build_classifier
+
+        model_builder = build_classifier
+    options = {"seed": config.seed, **config.model_options}
+    model = model_builder(
+        config.app,
+        class_names=splits.class_names,
+        sample_rate=splits.sample_rate,
+        **options,
+    )
+    model.adapt(pipelines.inputs_only(splits.train))
+    if quality.ANNEAL[config.app] and isinstance(model, task.Classifier):
+        # The rate the quality runs use: annealed over the whole run, which
+        # is worth 1-2 points on SST-2, whose phrases overfit within epochs.
+        steps = pipelines.steps_per_epoch(
+            splits.num_examples["train"], config.batch_size
+        )
+        model.compile(decay_steps=config.epochs * steps)
+    else:
+        model.compile()
+    return model
+
+
+# ---------------------------------------------------------------- progress
+
+
+def backup_dir(out_dir):
+    return os.path.join(out_dir, "backup")
+
+
+def start_epoch(out_dir):
+    """The epoch a run in `out_dir` starts at: 0, or after its last backup.
+
+    Reads the metadata `keras.callbacks.BackupAndRestore` writes, so the
+    data stream and the callback agree on where training resumes.
+    """
+    path = os.path.join(backup_dir(out_dir), "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def load_history(out_dir, epochs_done):
+    """The per-epoch records of the epochs already done (a resumed run)."""
+    path = os.path.join(out_dir, "history.json")
+    if not epochs_done or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [r for r in json.load(f) if r["epoch"] < epochs_done]
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Appends each epoch's logs and duration to `history.json`.
+
+    It outlives the process, unlike `fit`'s `History`, so a resumed run
+    reports every epoch.
+    """
+
+    def __init__(self, path, records):
+        super().__init__()
+        self.path = path
+        self.records = list(records)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"epoch": epoch}
+        record.update({k: float(v) for k, v in (logs or {}).items()})
+        record["seconds"] = time.perf_counter() - self._started
+        self.records = [r for r in self.records if r["epoch"] < epoch]
+        self.records.append(record)
+        reports.write_json(self.records, self.path)
+
+
+class SeedStateBackup(keras.callbacks.Callback):
+    """Backs up the model's random states (dropout, augmentation) per epoch.
+
+    `BackupAndRestore` saves weights and optimizer but not the
+    `SeedGenerator` states, so a resumed run would redraw the dropout masks
+    of the first epochs. This saves them into the same backup folder (which
+    `BackupAndRestore` deletes when training ends) and restores them.
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__()
+        self.path = os.path.join(backup_dir, "seed_states.npz")
+
+    def _states(self):
+        return [
+            v for v in self.model.variables if v.name == "seed_generator_state"
+        ]
+
+    def on_train_begin(self, logs=None):
+        if not os.path.exists(self.path):
+            return
+        with np.load(self.path) as saved:
+            for i, state in enumerate(self._states()):
+                state.assign(saved[f"state_{i}"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = self.path + ".tmp.npz"
+        np.savez(
+            tmp,
+            **{
+                f"state_{i}": np.asarray(state.numpy())
+                for i, state in enumerate(self._states())
+            },
+        )
+        os.replace(tmp, self.path)
+
+
+def make_callbacks(out_dir, history):
+    """Checkpoint of the best epoch, epoch log, TensorBoard, backup (last,
+    so a backup never runs ahead of the log and the checkpoint)."""
+    best_so_far = min((r["val_loss"] for r in history), default=None)
+    return [
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out_dir, "checkpoints", "best.weights.h5"),
+            monitor="val_loss",
+            save_best_only=True,
+            save_weights_only=True,
+            # A resumed run must not forget the best of its first part.
+            initial_value_threshold=best_so_far,
+        ),
+        EpochLog(os.path.join(out_dir, "history.json"), history),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
+        SeedStateBackup(backup_dir(out_dir)),
+        keras.callbacks.BackupAndRestore(backup_dir(out_dir)),
+    ]
+
+
+def work_around_keras_distribution(model, batches, multi_worker):
+    """Works around two Keras 3.15 bugs of its TF trainer under a strategy.
+
+    1. It builds metrics and optimizer from the first distributed batch
+       averaged over the replicas (`_maybe_symbolic_build`), which fails for
+       string inputs (the sentiment model's). Building from one local batch
+       of `batches` creates the same variables.
+    2. Under `MultiWorkerMirroredStrategy` it reduces each step's logs with
+       `strategy.reduce("MEAN", v, axis=0)`, which fails for the scalar
+       metric values (tensorflow/tensorflow#72388). Giving them shape `[1]`
+       makes that reduction a mean over the workers' (synchronized, thus
+       equal) values.
+    """
+    x, y = next(iter(batches))
+
+    def symbolic_build(iterator=None, data_batch=None):
+        with model.distribute_strategy.scope():
+            model._symbolic_build(data_batch=(x, y))
+
+    model._maybe_symbolic_build = symbolic_build
+    if not multi_worker:
+        return
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+
+        def vector_logs(data, step=step):
+            logs = step(data)
+            return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+
+        setattr(model, name, vector_logs)
+
+
+# ------------------------------------------------------------------ export
+
+
+def export_serving(model, path):
+    """Exports a SavedModel to `path` atomically (temp dir, then rename).
+
+    The export traces the generic `keras.ops` loop
+    (`lstm_keras.dispatch.fast_paths_disabled`), so the SavedModel needs no
+    custom op to load.
+    """
+    from lstm_keras import dispatch
+
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".export-")
+    disabled = getattr(dispatch, "fast_paths_disabled", None)
+    try:
+        if disabled is None:
+            model.export(tmp, verbose=False)
+        else:
+            with disabled():
+                model.export(tmp, verbose=False)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+
+
+def save_model(model, path):
+    """`model.save(path)` through a temp file, so `path` is never partial."""
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def evaluate(model, test_batches, num_classes):
+    """Test loss, accuracy and confusion matrix of `model`.
+
+    Returns:
+        `{"test_loss", "test_accuracy", "confusion_matrix"}`; the accuracy
+        is also recomputed from the predictions, which must agree.
+    """
+    results = model.evaluate(test_batches, return_dict=True, verbose=0)
+    labels, predicted = [], []
+    for x, y in test_batches:
+        # A plain call: predict_on_batch would gather every worker's copy.
+        probabilities = model(x, training=False)
+        predicted.append(np.argmax(probabilities, axis=-1))
+        labels.append(y.numpy())
+    labels, predicted = np.concatenate(labels), np.concatenate(predicted)
+    return {
+        "test_loss": float(results["loss"]),
+        "test_accuracy": float(results["accuracy"]),
+        "confusion_matrix": reports.confusion_matrix(
+            labels, predicted, num_classes
+        ).tolist(),
+    }
+
+
+# --------------------------------------------------------------------- run
+
+
+@contextlib.contextmanager
+def deterministic_ops():
+    """TF's deterministic kernels inside, the previous setting restored after
+    (so a run inside a test session leaves the process as it found it)."""
+    # TF exports the switch on only; the switch off is in its config module.
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            tf_config.disable_op_determinism()
+
+
+def train_and_evaluate(config, run_dir, model_builder=None):
+    """Trains the application of `config`, evaluates, exports; see the module.
+
+    Seeds Python, NumPy and TensorFlow with `config.seed` and runs with TF's
+    deterministic ops, so a run (resumed or not) repeats exactly.
+
+    Args:
+        config: A `TrainConfig`.
+        run_dir: The run's folder (created if missing).
+        model_builder: Optional stand-in for `build_classifier`.
+
+    Returns:
+        The dict written to `metrics.json`.
+    """
+    with deterministic_ops():
+        return _train_and_evaluate(config, run_dir, model_builder)
+
+
+def _train_and_evaluate(config, run_dir, model_builder):
+    strategy = make_strategy(config.strategy)
+    is_chief, _ = worker_role(strategy)
+    out_dir = output_dir(run_dir, strategy)
+    os.makedirs(out_dir, exist_ok=True)
+
+    splits = load_splits(config)
+    modality = MODALITY[config.app]
+    n_train = splits.num_examples["train"]
+    first_epoch = start_epoch(out_dir)
+    history = load_history(out_dir, first_epoch)
+
+    # Seeded here, after the data: preparing a TFDS cache (done by the first
+    # run only) draws from the global generators.
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(config, splits, model_builder)
+    validation = pipelines.evaluation_batches(
+        splits.validation, modality, config.batch_size
+    )
+    test = pipelines.evaluation_batches(
+        splits.test, modality, config.batch_size
+    )
+    options = tf.data.Options()
+    # Every worker reads the source; each takes its share of each batch.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    validation, test = (ds.with_options(options) for ds in (validation, test))
+
+    if config.strategy != "default":
+        work_around_keras_distribution(
+            model, validation, config.strategy == "multi_worker"
+        )
+    callbacks = make_callbacks(out_dir, history)
+    epoch_log = next(c for c in callbacks if isinstance(c, EpochLog))
+    # A run killed after its last epoch's backup has nothing left to train.
+    if first_epoch < config.epochs:
+        train = pipelines.training_stream(
+            splits.train,
+            n_train,
+            modality,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            start_epoch=first_epoch,
+            epochs=config.epochs,
+        )
+        model.fit(
+            train.with_options(options),
+            epochs=config.epochs,
+            steps_per_epoch=pipelines.steps_per_epoch(
+                n_train, config.batch_size
+            ),
+            validation_data=validation,
+            callbacks=callbacks,
+            # The stream is already shuffled, per epoch, by the seed.
+            shuffle=False,
+            verbose=config.verbose,
+        )
+    history = epoch_log.records
+    best = os.path.join(out_dir, "checkpoints", "best.weights.h5")
+    if os.path.exists(best):
+        model.load_weights(best)
+    results = evaluate(model, test, len(splits.class_names))
+    metrics = {
+        "app": config.app,
+        "source": splits.source,
+        "layout": splits.layout,
+        "class_names": splits.class_names,
+        "sample_rate": splits.sample_rate,
+        "num_examples": splits.num_examples,
+        "config": dataclasses.asdict(config),
+        **results,
+        "best_epoch": min(history, key=lambda r: r["val_loss"])["epoch"]
+        if history
+        else None,
+        "history": history,
+        "training_seconds": sum(r["seconds"] for r in history),
+        "params": model.count_params(),
+    }
+    write_outputs(model, metrics, out_dir)
+    if not is_chief:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return metrics
+
+
+def write_outputs(model, metrics, out_dir):
+    """metrics.json, plots, model.keras and the SavedModel, into `out_dir`."""
+    title = f"{metrics['app']} on {metrics['source']}"
+    reports.plot_learning_curves(
+        metrics["history"],
+        os.path.join(out_dir, "learning_curves.png"),
+        title,
+    )
+    if metrics["app"] == "speech":
+        reports.plot_confusion_matrix(
+            np.array(metrics["confusion_matrix"]),
+            metrics["class_names"],
+            os.path.join(out_dir, "confusion_matrix.png"),
+            f"{title}: test confusion matrix",
+        )
+    save_model(model, os.path.join(out_dir, "model.keras"))
+    export_serving(model, os.path.join(out_dir, "serving", "1"))
+    # Last: its presence says the run finished.
+    reports.write_json(metrics, os.path.join(out_dir, "metrics.json"))

@@ -1,0 +1,228 @@
+"""`SentimentClassifier`: raw strings in, class probabilities out."""
+
+import keras
+
+from lstm_keras.applications.backbone import LSTMBackbone
+from lstm_keras.applications.preprocessing import FitLength
+from lstm_keras.applications.preprocessing import TextStandardization
+from lstm_keras.applications.task import Classifier
+from lstm_keras.applications.task import batched_inputs
+from lstm_keras.applications.task import check_class_names
+
+# The settings the SST-2 quality target is met with (README, "Applications").
+DEFAULT_OPTIONS = {
+    "vocabulary_size": 20000,
+    "max_length": 64,
+    "embedding_dim": 128,
+    "embedding_dropout": 0.5,
+    "word_dropout": 0.0,
+    "units": 128,
+    "num_layers": 1,
+    "bidirectional": True,
+    "dropout": 0.2,
+    "recurrent_dropout": 0.0,
+    "head_dropout": 0.4,
+    "lowercase": True,
+    "strip_punctuation": True,
+    "lstm_options": None,
+    "num_members": 1,
+    "seed": None,
+}
+
+
+@keras.saving.register_keras_serializable(package="lstm_keras")
+class SentimentClassifier(Classifier):
+    """Text classifier: TextVectorization, embedding, `LSTMBackbone`, softmax.
+
+    Takes raw strings and returns class probabilities. Inside the model the
+    text is repaired to UTF-8 (invalid bytes become U+FFFD), lowercased,
+    stripped of ASCII punctuation (by default), split on whitespace and mapped to ids by a `TextVectorization` adapted
+    with `adapt()`; texts longer than `max_length` tokens keep their first
+    `max_length`; padding is masked, so the backbone's output is the state
+    after each text's last token. An empty text has no token and gets the
+    probabilities of the all-zero state.
+
+    Args:
+        class_names: Sequence of class names; label `i` is `class_names[i]`.
+            Defaults to `("negative", "positive")`.
+        vocabulary_size: Positive integer, ids including padding (0) and
+            out-of-vocabulary (1). Defaults to `20000`.
+        max_length: Positive integer, tokens kept per text. Defaults to `64`.
+        embedding_dim: Positive integer, embedding width. Defaults to `128`.
+        embedding_dropout: Float in [0, 1), dropout on the embeddings.
+            Defaults to `0.5`.
+        word_dropout: Float in [0, 1), fraction of whole tokens whose
+            embedding is zeroed while training. Defaults to `0.0`.
+        units: Positive integer, LSTM units (per direction). Defaults to
+            `128`.
+        num_layers: Positive integer, stacked LSTMs. Defaults to `1`.
+        bidirectional: Boolean. Defaults to `True`.
+        dropout: Float in [0, 1), the LSTMs' input dropout. Defaults to `0.2`.
+        recurrent_dropout: Float in [0, 1), the LSTMs' dropout on `h_prev`.
+            Defaults to `0.0`.
+        head_dropout: Float in [0, 1), dropout before the softmax layer.
+            Defaults to `0.4`.
+        lowercase: Boolean, lowercase the text. Defaults to `True`.
+        strip_punctuation: Boolean, replace ASCII punctuation by spaces
+            ("n't" becomes "n t"). Defaults to `True`.
+        lstm_options: Dict of further `lstm_keras.LSTM` arguments, or `None`.
+            Defaults to `None`.
+        num_members: Positive integer; with more than one, that many
+            independent embedding-backbone-head members share the
+            vocabulary and the model returns the average of their
+            probabilities (trained jointly). Defaults to `1`.
+        seed: Integer or `None`, seed of the dropout masks. Defaults to
+            `None`.
+        **kwargs: `name`, `trainable`.
+
+    Call arguments:
+        text: `tf.string` tensor `(batch,)`.
+
+    Returns:
+        `(batch, num_classes)` float32 probabilities.
+
+    Example:
+
+    >>> model = SentimentClassifier(units=8, embedding_dim=8)
+    >>> model.adapt(["a fine film", "a dull film"])
+    >>> model.compile()
+    >>> probabilities = model.predict(tf.constant(["fine"]), verbose=0)
+    >>> probabilities.shape
+    (1, 2)
+    """
+
+    DEFAULT_OPTIONS = DEFAULT_OPTIONS
+    default_learning_rate = 3e-3
+
+    def __init__(
+        self,
+        class_names=("negative", "positive"),
+        vocabulary_size=DEFAULT_OPTIONS["vocabulary_size"],
+        max_length=DEFAULT_OPTIONS["max_length"],
+        embedding_dim=DEFAULT_OPTIONS["embedding_dim"],
+        embedding_dropout=DEFAULT_OPTIONS["embedding_dropout"],
+        word_dropout=DEFAULT_OPTIONS["word_dropout"],
+        units=DEFAULT_OPTIONS["units"],
+        num_layers=DEFAULT_OPTIONS["num_layers"],
+        bidirectional=DEFAULT_OPTIONS["bidirectional"],
+        dropout=DEFAULT_OPTIONS["dropout"],
+        recurrent_dropout=DEFAULT_OPTIONS["recurrent_dropout"],
+        head_dropout=DEFAULT_OPTIONS["head_dropout"],
+        lowercase=DEFAULT_OPTIONS["lowercase"],
+        strip_punctuation=DEFAULT_OPTIONS["strip_punctuation"],
+        lstm_options=DEFAULT_OPTIONS["lstm_options"],
+        num_members=DEFAULT_OPTIONS["num_members"],
+        seed=DEFAULT_OPTIONS["seed"],
+        **kwargs,
+    ):
+        class_names = check_class_names(class_names)
+        if not isinstance(num_members, int) or num_members < 1:
+            raise ValueError(
+                "Received an invalid value for argument `num_members`, "
+                f"expected a positive integer, got {num_members!r}."
+            )
+        # === Layers ===
+        standardizer = TextStandardization(
+            lowercase=lowercase,
+            strip_punctuation=strip_punctuation,
+            name="standardization",
+        )
+        vectorizer = keras.layers.TextVectorization(
+            max_tokens=vocabulary_size,
+            standardize=None,
+            split="whitespace",
+            output_mode="int",
+            name="vectorization",
+        )
+        fit_length = FitLength(max_length, name="fit_length")
+        # Member i has its own embedding, backbone and head; with more than
+        # one, the model outputs the average of their probabilities.
+        members = []
+        for index in range(num_members):
+            suffix = f"_{index}" if index else ""
+            member_seed = None if seed is None else seed + 1000 * index
+            members.append(
+                (
+                    keras.layers.Embedding(
+                        vocabulary_size,
+                        embedding_dim,
+                        mask_zero=True,
+                        name=f"embedding{suffix}",
+                    ),
+                    LSTMBackbone(
+                        units=units,
+                        num_layers=num_layers,
+                        bidirectional=bidirectional,
+                        dropout=dropout,
+                        recurrent_dropout=recurrent_dropout,
+                        lstm_options=lstm_options,
+                        seed=member_seed,
+                        name=f"backbone{suffix}",
+                    ),
+                    keras.layers.Dense(
+                        len(class_names),
+                        activation="softmax",
+                        name=f"probabilities{suffix}",
+                    ),
+                    member_seed,
+                )
+            )
+
+        # === Functional model ===
+        text = keras.Input(shape=(), dtype="string", name="text")
+        token_ids = fit_length(vectorizer(standardizer(text)))
+        # token_ids: <int64>[batch, timesteps], 0 = padding (masked)
+        outputs = []
+        for embedding, backbone, head, member_seed in members:
+            x = embedding(token_ids)
+            x = keras.layers.Dropout(
+                word_dropout, noise_shape=(None, None, 1), seed=member_seed
+            )(x)
+            x = keras.layers.Dropout(embedding_dropout, seed=member_seed)(x)
+            x = backbone(x)
+            x = keras.layers.Dropout(head_dropout, seed=member_seed)(x)
+            outputs.append(head(x))
+        probabilities = outputs[0]
+        if num_members > 1:
+            probabilities = keras.layers.Average(name="average")(outputs)
+        options = {
+            "class_names": class_names,
+            "vocabulary_size": vocabulary_size,
+            "max_length": max_length,
+            "embedding_dim": embedding_dim,
+            "embedding_dropout": embedding_dropout,
+            "word_dropout": word_dropout,
+            "units": units,
+            "num_layers": num_layers,
+            "bidirectional": bidirectional,
+            "dropout": dropout,
+            "recurrent_dropout": recurrent_dropout,
+            "head_dropout": head_dropout,
+            "lowercase": lowercase,
+            "strip_punctuation": strip_punctuation,
+            "lstm_options": lstm_options,
+            "num_members": num_members,
+            "seed": seed,
+        }
+        super().__init__(text, probabilities, options, **kwargs)
+
+        # === Config ===
+        self.standardizer = standardizer
+        self.vectorizer = vectorizer
+        self.backbone = members[0][1]
+
+    def adapt(self, data, batch_size=1024):
+        """Builds the vocabulary from training texts.
+
+        Args:
+            data: `tf.data.Dataset` of strings or of `(string, label)`
+                pairs, batched or not, or a list or array of strings.
+            batch_size: Batch size used for unbatched data. Defaults to
+                `1024`.
+        """
+        texts = batched_inputs(data, 0, "text", batch_size)
+        self.vectorizer.adapt(texts.map(self.standardizer))
+
+    def vocabulary(self):
+        """The adapted vocabulary: `["", "[UNK]", most frequent, ...]`."""
+        return self.vectorizer.get_vocabulary()

@@ -1,0 +1,152 @@
+"""`Classifier`: what the sentiment and speech applications share.
+
+A functional Keras model (keras-hub's Task style): the subclass builds its
+graph from raw inputs to class probabilities in `__init__` and stores its
+constructor arguments, which are its whole config; the weights, the
+vocabulary and the feature statistics travel in the `.keras` file.
+"""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from lstm_keras import dispatch
+
+
+class Classifier(keras.Model):
+    """Base of the application models; see `SentimentClassifier`.
+
+    Subclasses call `super().__init__(inputs, outputs, options=...)` with
+    their constructor arguments in `options`, and implement `adapt`.
+    """
+
+    # Adam's learning rate for `compile()`; subclasses tune it.
+    default_learning_rate = 1e-3
+
+    def __init__(self, inputs, outputs, options, **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._options = dict(options)
+
+    @property
+    def class_names(self):
+        return list(self._options["class_names"])
+
+    @property
+    def num_classes(self):
+        return len(self._options["class_names"])
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics="auto",
+        decay_steps=None,
+        **kwargs,
+    ):
+        """Configures training, with defaults that fit a classifier.
+
+        Args:
+            optimizer: `"auto"` for Adam at `default_learning_rate` with
+                gradient norm clipping at 1 (an LSTM's gradients can spike),
+                annealed when `decay_steps` is given; else anything
+                `keras.Model.compile` accepts.
+            loss: `"auto"` for sparse categorical cross-entropy on the
+                probabilities (integer labels), else any Keras loss.
+            metrics: `"auto"` for `["accuracy"]`, else any Keras metrics.
+            decay_steps: `None` for a constant learning rate, or the number
+                of training steps (epochs times batches per epoch) over which
+                the `"auto"` optimizer's rate follows a cosine from
+                `default_learning_rate` down to 5% of it. Defaults to `None`.
+            **kwargs: Further `keras.Model.compile` arguments.
+        """
+        if optimizer == "auto":
+            learning_rate = self.default_learning_rate
+            if decay_steps is not None:
+                learning_rate = keras.optimizers.schedules.CosineDecay(
+                    learning_rate, decay_steps, alpha=0.05
+                )
+            optimizer = keras.optimizers.Adam(learning_rate, clipnorm=1.0)
+        elif decay_steps is not None:
+            raise ValueError(
+                "Argument `decay_steps` applies to optimizer='auto' only; "
+                f"received optimizer={optimizer!r}."
+            )
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy()
+        if metrics == "auto":
+            metrics = ["accuracy"]
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
+
+    def compile_from_config(self, config):
+        # Keras skips overridden `compile()` methods when loading; ours
+        # takes Keras's arguments, so a loaded model comes back compiled.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """`keras.Model.export`, traced on the generic LSTM path.
+
+        An exported artifact must load where `lstm_keras` is not installed,
+        so it may not hold a backend fast path's custom ops.
+        """
+        disabled = getattr(
+            dispatch, "fast_paths_disabled", contextlib.nullcontext
+        )
+        with disabled():
+            return super().export(filepath, format=format, **kwargs)
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable}
+        return {**config, **self._options}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def check_class_names(class_names):
+    """Returns `class_names` as a list of at least two distinct strings."""
+    if isinstance(class_names, str) or class_names is None:
+        raise ValueError(
+            "Argument `class_names` must be a sequence of at least two "
+            f"distinct strings, got {class_names!r}."
+        )
+    class_names = [str(name) for name in class_names]
+    if len(class_names) < 2 or len(set(class_names)) != len(class_names):
+        raise ValueError(
+            "Argument `class_names` must be a sequence of at least two "
+            f"distinct strings, got {class_names!r}."
+        )
+    return class_names
+
+
+def batched_inputs(data, unbatched_rank, argument, batch_size=256):
+    """Inputs of `data` as a batched `tf.data.Dataset`, labels dropped.
+
+    Args:
+        data: A `tf.data.Dataset` of inputs or of `(inputs, labels, ...)`
+            tuples, batched or not, or an array-like of inputs.
+        unbatched_rank: Rank of one unbatched input (0 for a string, 1 for
+            a waveform); unbatched data is batched with zero padding.
+        argument: The input's name, for error messages.
+        batch_size: Batch size for unbatched data.
+    """
+    if not isinstance(data, tf.data.Dataset):
+        data = tf.data.Dataset.from_tensor_slices(data)
+    if isinstance(data.element_spec, tuple):
+        data = data.map(lambda inputs, *rest: inputs)
+    rank = data.element_spec.shape.rank
+    if rank == unbatched_rank:
+        return data.padded_batch(batch_size)
+    if rank != unbatched_rank + 1:
+        raise ValueError(
+            f"Expected a dataset of `{argument}` of rank {unbatched_rank} "
+            f"(unbatched) or {unbatched_rank + 1} (batched); received "
+            f"element spec {data.element_spec}."
+        )
+    return data
