@@ -67,3 +67,31 @@ def test_docstring_examples(module):
     for test in tests:
         runner.run(test)
     assert runner.failures == 0
+
+
+def test_readme_variants_example_has_the_documented_parameter_count():
+    namespace = {}
+    exec(compile(_python_blocks()[2], "README.md", "exec"), namespace)
+    layer, outputs = namespace["layer"], namespace["outputs"]
+    assert tuple(outputs.shape) == (2, 64)
+    # 4H(D + R) + 4H + 3H peepholes + 6H layer norm + H R projection.
+    units, features, projected = 128, 40, 64
+    expected = (
+        4 * units * (features + projected)
+        + 4 * units
+        + 3 * units
+        + 6 * units
+        + units * projected
+    )
+    assert layer.count_params() == expected
+
+
+@pytest.mark.tensorflow_only
+def test_readme_application_example_runs_and_returns_probabilities():
+    namespace = {}
+    exec(compile(_python_blocks()[3], "README.md", "exec"), namespace)
+    model, texts = namespace["model"], namespace["texts"]
+    probabilities = model.predict(texts, verbose=0)
+    assert probabilities.shape == (2, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert model.class_names == ["negative", "positive"]
