@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+from training import arguments
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -29,45 +31,17 @@ def parse_args(argv=None):
     parser.add_argument(
         "--length", type=int, default=100, help="timesteps T (default 100)"
     )
-    parser.add_argument(
-        "--units", type=int, default=64, help="recurrent width (default 64)"
-    )
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=10000,
-        help="training sequences (default 10000)",
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=8, help="training epochs (default 8)"
-    )
+    arguments.add_budget_arguments(parser, samples=10000, epochs=8)
     parser.add_argument(
         "--batch-size", type=int, default=32, help="batch size (default 32)"
     )
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=1e-2,
-        help="Adam learning rate (default 1e-2)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed for data and weights (default 0)",
-    )
+    arguments.add_learning_rate_argument(parser)
     parser.add_argument(
         "--out",
         default="runs/adding_demo",
         help="folder for results.json and the plot (default runs/adding_demo)",
     )
-    parser.add_argument(
-        "--verbose",
-        type=int,
-        default=2,
-        choices=(0, 1, 2),
-        help="Keras progress output (default 2: a line per epoch)",
-    )
+    arguments.add_verbose_argument(parser)
     return parser.parse_args(argv)
 
 

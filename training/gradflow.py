@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+from training import arguments
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -50,40 +52,13 @@ def parse_args(argv=None):
         default=100,
         help="timesteps T (adding) or blank steps (copy) (default 100)",
     )
-    parser.add_argument(
-        "--units", type=int, default=64, help="recurrent width (default 64)"
-    )
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=4000,
-        help="training sequences (default 4000)",
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=6, help="training epochs (default 6)"
-    )
+    arguments.add_budget_arguments(parser, samples=4000, epochs=6)
     parser.add_argument(
         "--batch", type=int, default=64, help="measured batch (default 64)"
     )
-    parser.add_argument(
-        "--chrono",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="chrono-initialize the LSTM's gate biases for timescales up to "
-        "the sequence length (default: on; --no-chrono for Keras's forget "
-        "bias of 1, which at T=100 needs about twice the training)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="data and weights (default 0)"
-    )
+    arguments.add_chrono_argument(parser)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument(
-        "--verbose",
-        type=int,
-        default=2,
-        choices=(0, 1, 2),
-        help="Keras progress output (default 2: a line per epoch)",
-    )
+    arguments.add_verbose_argument(parser)
     return parser.parse_args(argv)
 
 

@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from training import arguments
+
 # Per length: (training sequences, epochs). Long sequences cost more per
 # update, so they get fewer sequences; about 750 and 940 updates.
 DEFAULT_BUDGETS = {100: (4000, 6), 400: (3000, 10)}
@@ -46,50 +48,17 @@ def parse_args(argv=None):
         default=[100, 400],
         help="sequence lengths T (default: 100 400)",
     )
-    parser.add_argument(
-        "--units", type=int, default=64, help="recurrent width (default 64)"
+    arguments.add_budget_arguments(
+        parser, samples=None, epochs=None, per_length=True
     )
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=None,
-        help="training sequences (default: per length, see below)",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="epochs (default: per length, see below)",
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=1e-2,
-        help="Adam learning rate (default 1e-2)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="data and weights (default 0)"
-    )
-    parser.add_argument(
-        "--chrono",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="chrono-initialize the LSTM's gate biases (Tallec & Ollivier, "
-        "2018) for timescales up to T (default: on; --no-chrono for Keras's "
-        "forget bias of 1)",
-    )
+    arguments.add_learning_rate_argument(parser)
+    arguments.add_chrono_argument(parser)
     parser.add_argument(
         "--out",
         default="runs/long_range",
         help="output folder (default runs/long_range)",
     )
-    parser.add_argument(
-        "--verbose",
-        type=int,
-        default=2,
-        choices=(0, 1, 2),
-        help="Keras progress output (default 2: a line per epoch)",
-    )
+    arguments.add_verbose_argument(parser)
     return parser.parse_args(argv)
 
 

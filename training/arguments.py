@@ -1,0 +1,75 @@
+"""Command-line arguments the long-range commands share.
+
+`adding_demo`, `gradflow` and `long_range_table` train the same models on the
+same synthetic tasks; their budgets differ, so each passes its defaults.
+"""
+
+import argparse
+
+
+def _default_text(default, per_length):
+    return "per length, see below" if per_length else str(default)
+
+
+def add_budget_arguments(parser, *, samples, epochs, per_length=False):
+    """Adds `--units`, `--samples`, `--epochs` and `--seed`.
+
+    Args:
+        parser: The `argparse.ArgumentParser` to extend.
+        samples: Default number of training sequences.
+        epochs: Default number of training epochs.
+        per_length: Whether the defaults depend on the sequence length (the
+            command then documents them in its epilog). Defaults to `False`.
+    """
+    parser.add_argument(
+        "--units", type=int, default=64, help="recurrent width (default 64)"
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=samples,
+        help=f"training sequences (default {_default_text(samples, per_length)})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=epochs,
+        help=f"training epochs (default {_default_text(epochs, per_length)})",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="data and weights (default 0)"
+    )
+
+
+def add_learning_rate_argument(parser, default=1e-2):
+    """Adds `--learning-rate`, Adam's rate."""
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=default,
+        help=f"Adam learning rate (default {default:g})",
+    )
+
+
+def add_chrono_argument(parser):
+    """Adds `--chrono/--no-chrono`, on by default."""
+    parser.add_argument(
+        "--chrono",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="chrono-initialize the LSTM's gate biases (Tallec & Ollivier, "
+        "2018) for timescales up to the sequence length (default: on; "
+        "--no-chrono for Keras's forget bias of 1)",
+    )
+
+
+def add_verbose_argument(parser, default=2):
+    """Adds `--verbose`, Keras's progress output."""
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=default,
+        choices=(0, 1, 2),
+        help=f"Keras progress output (default {default}: "
+        + ("a line per epoch)" if default == 2 else "a bar)"),
+    )
