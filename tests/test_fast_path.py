@@ -136,6 +136,33 @@ def test_matches_generic_path(kernels, fast_path_calls, rng, mask, options):
     assert all(np.isfinite(a).all() for a in fast[0] + fast[1])
 
 
+@pytest.mark.parametrize(
+    "batch, units", [(1, 1), (1, 33), (2, 3), (7, 130), (13, 5), (40, 16)]
+)
+def test_matches_generic_path_for_odd_sizes(
+    kernels, fast_path_calls, rng, batch, units
+):
+    # The recurrent matmuls run on tiles of up to 6 rows by 16 gate columns
+    # (one row at a time below 4 rows per thread's block): these sizes give
+    # single rows, tiles of every height and partly filled column panels.
+    x = rng.normal(size=(batch, 6, FEATURES)).astype("float32")
+    mask = np.ones((batch, 6), bool)
+    mask[-1, 4:] = False
+    mask[0, :2] = False
+    states = [
+        rng.normal(size=(batch, units)).astype("float32") for _ in range(2)
+    ]
+    _assert_fast_equals_generic(
+        lambda: lstm_keras.LSTM(
+            units, return_sequences=True, return_state=True
+        ),
+        x,
+        fast_path_calls,
+        mask=mask,
+        initial_state=states,
+    )
+
+
 def test_matches_numpy_reference(kernels, fast_path_calls, rng):
     # An independent check: the float64 NumPy forward and hand-derived BPTT.
     from lstm_keras.gradcheck import reference

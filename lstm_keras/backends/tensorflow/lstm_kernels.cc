@@ -17,8 +17,11 @@
 //
 // The recurrence is independent per batch row, so both ops split the batch
 // into one contiguous block of rows per CPU worker thread, and each block
-// runs the whole time loop with Eigen GEMMs on its own rows: no per-step
-// synchronisation.
+// runs the whole time loop on its own rows: no per-step synchronisation.
+// The matmuls by W, U and U^T (small: a block's rows by 4H) use the same
+// three matrices on every step, so each op packs them once into column
+// panels and multiplies with register-tiled AVX2/FMA micro-kernels (plain
+// C++ loops where AVX2/FMA is not available at compile time).
 //
 // Layouts: x [B, T, D], W [D, 4H], b [4H], U [H, 4H], h0, c0 [B, H],
 // mask [B, T] float (1 real, 0 padded) or an empty tensor, outputs
@@ -27,6 +30,10 @@
 
 #include <algorithm>
 #include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 #include "Eigen/Core"
 #include "tensorflow/core/framework/op.h"
@@ -48,8 +55,6 @@ using ::tensorflow::shape_inference::ShapeHandle;
 
 using RowMatrix =
     Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMatrixMap = Eigen::Map<const RowMatrix>;
-using MatrixMap = Eigen::Map<RowMatrix>;
 using ConstArrayMap = Eigen::Map<const Eigen::ArrayXf>;
 using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
 
@@ -57,30 +62,221 @@ using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
 // small enough that the buffer stays in cache and memory stays flat in T.
 constexpr int64_t kChunk = 32;
 
-// Below this many rows a GEMM spends more time packing U than multiplying,
-// so each row is a matrix-vector product instead.
-constexpr int64_t kMinGemmRows = 4;
+// A right-hand matrix B [K, N] packed once per op call into panels of
+// kPanel columns, each panel K contiguous rows of kPanel floats (zero padded
+// past N). Eigen would repack U on every step of every block; packed once,
+// each step streams U straight into the micro-kernels below.
+constexpr int64_t kPanel = 16;
 
-// z += h @ U, for the rows of h.
-template <typename Z>
-void AddRecurrent(Z&& z, const RowMatrix& h, const ConstMatrixMap& U) {
-  if (h.rows() < kMinGemmRows) {
-    for (int64_t r = 0; r < h.rows(); ++r) z.row(r).noalias() += h.row(r) * U;
+class PackedMatrix {
+ public:
+  // Packs B where B(k, n) = data[k * k_stride + n * n_stride].
+  PackedMatrix(const float* data, int64_t k_size, int64_t n_size,
+               int64_t k_stride, int64_t n_stride)
+      : k_size_(k_size),
+        n_size_(n_size),
+        panels_((n_size + kPanel - 1) / kPanel),
+        data_(panels_ * k_size * kPanel, 0.0f) {
+    for (int64_t p = 0; p < panels_; ++p) {
+      const int64_t width = std::min(kPanel, n_size - p * kPanel);
+      for (int64_t k = 0; k < k_size; ++k) {
+        float* out = data_.data() + (p * k_size + k) * kPanel;
+        for (int64_t j = 0; j < width; ++j) {
+          out[j] = data[k * k_stride + (p * kPanel + j) * n_stride];
+        }
+      }
+    }
+  }
+  int64_t k_size() const { return k_size_; }
+  int64_t n_size() const { return n_size_; }
+  int64_t panels() const { return panels_; }
+  const float* panel(int64_t p) const {
+    return data_.data() + p * k_size_ * kPanel;
+  }
+
+ private:
+  int64_t k_size_, n_size_, panels_;
+  std::vector<float> data_;
+};
+
+#if defined(__AVX2__) && defined(__FMA__)
+
+// c[MR, NP panels] (+)= a[MR, K] @ the NP panels starting at `panel`, with
+// the products in registers: MR * NP * 2 accumulators of 8 floats. Only the
+// first `width` columns of c are written (the last panel may be partial).
+template <int MR, int NP, bool kAccumulate>
+inline void MicroKernel(const float* a, int64_t lda, const float* panel,
+                        int64_t k_size, float* c, int64_t ldc,
+                        int64_t width) {
+  __m256 acc[MR][2 * NP];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 16
+    for (int q = 0; q < 2 * NP; ++q) acc[i][q] = _mm256_setzero_ps();
+  }
+  const int64_t panel_size = k_size * kPanel;
+  for (int64_t k = 0; k < k_size; ++k) {
+    __m256 b[2 * NP];
+#pragma GCC unroll 16
+    for (int q = 0; q < 2 * NP; ++q) {
+      b[q] = _mm256_loadu_ps(panel + (q / 2) * panel_size + k * kPanel +
+                             (q % 2) * 8);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m256 a_ik = _mm256_broadcast_ss(a + i * lda + k);
+#pragma GCC unroll 16
+      for (int q = 0; q < 2 * NP; ++q) {
+        acc[i][q] = _mm256_fmadd_ps(a_ik, b[q], acc[i][q]);
+      }
+    }
+  }
+  if (width >= NP * kPanel) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 16
+      for (int q = 0; q < 2 * NP; ++q) {
+        float* out = c + i * ldc + q * 8;
+        _mm256_storeu_ps(out, kAccumulate
+                                  ? _mm256_add_ps(_mm256_loadu_ps(out),
+                                                  acc[i][q])
+                                  : acc[i][q]);
+      }
+    }
   } else {
-    z.noalias() += h * U;
+    // Partial panel: masked loads and stores keep the accumulators in
+    // registers (indexing them with a runtime column would spill them).
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i masks[2 * NP];
+#pragma GCC unroll 16
+    for (int q = 0; q < 2 * NP; ++q) {
+      masks[q] = _mm256_cmpgt_epi32(
+          _mm256_set1_epi32(static_cast<int>(width - q * 8)), lanes);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 16
+      for (int q = 0; q < 2 * NP; ++q) {
+        float* out = c + i * ldc + q * 8;
+        _mm256_maskstore_ps(
+            out, masks[q],
+            kAccumulate ? _mm256_add_ps(_mm256_maskload_ps(out, masks[q]),
+                                        acc[i][q])
+                        : acc[i][q]);
+      }
+    }
   }
 }
 
-// delta_h = dz @ U^T, for the rows of dz.
-void BackRecurrent(RowMatrix& delta_h, const RowMatrix& dz,
-                   const ConstMatrixMap& U) {
-  if (dz.rows() < kMinGemmRows) {
-    for (int64_t r = 0; r < dz.rows(); ++r) {
-      delta_h.row(r).noalias() = dz.row(r) * U.transpose();
+#else  // No AVX2/FMA: Eigen multiplies each tile, for whatever SIMD the
+       // target has.
+
+template <int MR, int NP, bool kAccumulate>
+inline void MicroKernel(const float* a, int64_t lda, const float* panel,
+                        int64_t k_size, float* c, int64_t ldc,
+                        int64_t width) {
+  using Tile = Eigen::Matrix<float, MR, kPanel, Eigen::RowMajor>;
+  const Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>> a_tile(
+      a, MR, k_size, Eigen::OuterStride<>(lda));
+  for (int q = 0; q < NP; ++q) {
+    const int64_t columns = std::min<int64_t>(width - q * kPanel, kPanel);
+    if (columns <= 0) break;
+    const Tile product =
+        a_tile * Eigen::Map<const RowMatrix>(panel + q * k_size * kPanel,
+                                             k_size, kPanel);
+    for (int i = 0; i < MR; ++i) {
+      float* out = c + i * ldc + q * kPanel;
+      for (int64_t j = 0; j < columns; ++j) {
+        out[j] = kAccumulate ? out[j] + product(i, j) : product(i, j);
+      }
     }
-  } else {
-    delta_h.noalias() = dz * U.transpose();
   }
+}
+
+#endif  // defined(__AVX2__) && defined(__FMA__)
+
+// One row of c against panels [first, last), NP panels per kernel call so
+// that a single row still keeps enough independent FMA chains in flight.
+template <int MR, int NP, bool kAccumulate>
+void PanelRange(const float* a, int64_t lda, const PackedMatrix& b,
+                int64_t first, int64_t last, float* c, int64_t ldc) {
+  int64_t p = first;
+  for (; p + NP <= last; p += NP) {
+    MicroKernel<MR, NP, kAccumulate>(a, lda, b.panel(p), b.k_size(),
+                                     c + p * kPanel, ldc,
+                                     b.n_size() - p * kPanel);
+  }
+  for (; p < last; ++p) {
+    MicroKernel<MR, 1, kAccumulate>(a, lda, b.panel(p), b.k_size(),
+                                    c + p * kPanel, ldc,
+                                    b.n_size() - p * kPanel);
+  }
+}
+
+// Below this many rows, one row at a time.
+constexpr int64_t kMinGemmRows = 4;
+
+// Rows of a tile: 6 rows x 16 columns is 12 accumulators, which with the
+// two panel loads and a broadcast fills AVX2's 16 registers.
+constexpr int64_t kTileRows = 6;
+
+// c[rows, N] = a[rows, K] @ B (or +=, kAccumulate).
+template <bool kAccumulate>
+void PackedGemm(const float* a, int64_t lda, int64_t rows,
+                const PackedMatrix& b, float* c, int64_t ldc) {
+  if (rows < kMinGemmRows) {
+    // Matrix-vector products: one row, four panels at a time.
+    for (int64_t r = 0; r < rows; ++r) {
+      PanelRange<1, 4, kAccumulate>(a + r * lda, lda, b, 0, b.panels(),
+                                    c + r * ldc, ldc);
+    }
+    return;
+  }
+  // Panel-outer, so a panel of B stays in L1 while every row tile uses it.
+  for (int64_t p = 0; p < b.panels(); ++p) {
+    // Tiles of nearly equal height (32 rows: 6,6,5,5,5,5), not 6s and a
+    // thin remainder that would keep too few accumulators busy.
+    const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t r = rows * tile / tiles;
+      const float* a_tile = a + r * lda;
+      float* c_tile = c + r * ldc;
+      switch (rows * (tile + 1) / tiles - r) {
+        case 6:
+          PanelRange<6, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          break;
+        case 5:
+          PanelRange<5, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          break;
+        case 4:
+          PanelRange<4, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          break;
+        case 3:
+          PanelRange<3, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          break;
+        case 2:
+          PanelRange<2, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          break;
+        default:
+          PanelRange<1, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          break;
+      }
+    }
+  }
+}
+
+// z += h @ U, for the rows of h (U packed).
+template <typename Z>
+void AddRecurrent(Z&& z, const RowMatrix& h, const PackedMatrix& U) {
+  PackedGemm<true>(h.data(), h.cols(), h.rows(), U, z.data(),
+                   z.outerStride());
+}
+
+// delta_h = dz @ U^T, for the rows of dz (U^T packed).
+void BackRecurrent(RowMatrix& delta_h, const RowMatrix& dz,
+                   const PackedMatrix& U_t) {
+  PackedGemm<false>(dz.data(), dz.cols(), dz.rows(), U_t, delta_h.data(),
+                    delta_h.cols());
 }
 
 // Runs fn(row_begin, row_end) on one block of batch rows per worker thread.
@@ -219,8 +415,10 @@ class LstmKerasSequenceOp : public OpKernel {
     float* h_seq_data = save_ ? h_seq->flat<float>().data() : nullptr;
     float* c_seq_data = save_ ? c_seq->flat<float>().data() : nullptr;
     float* gate_data = save_ ? gate_seq->flat<float>().data() : nullptr;
-    ConstMatrixMap W(kernel.flat<float>().data(), input_dim, gates);
-    ConstMatrixMap U(recurrent_kernel.flat<float>().data(), units, gates);
+    const PackedMatrix W(kernel.flat<float>().data(), input_dim, gates,
+                         gates, 1);
+    const PackedMatrix U(recurrent_kernel.flat<float>().data(), units, gates,
+                         gates, 1);
     Eigen::Map<const Eigen::RowVectorXf> b(bias.flat<float>().data(), gates);
     float* h_last_data = h_last->flat<float>().data();
     float* c_last_data = c_last->flat<float>().data();
@@ -252,9 +450,9 @@ class LstmKerasSequenceOp : public OpKernel {
                 x_data + ((row_begin + r) * time + t) * input_dim, input_dim);
           }
         }
-        auto z_all = z_chunk.topRows(steps * rows);
-        z_all.noalias() = x_chunk.topRows(steps * rows) * W;
-        z_all.rowwise() += b;
+        z_chunk.topRows(steps * rows).rowwise() = b;
+        PackedGemm<true>(x_chunk.data(), input_dim, steps * rows, W,
+                         z_chunk.data(), gates);
         for (int64_t j = 0; j < steps; ++j) {
           const int64_t step = chunk_begin + j;
           const int64_t t = TimeIndex(step, time, go_backwards);
@@ -379,7 +577,9 @@ class LstmKerasSequenceGradOp : public OpKernel {
     OP_REQUIRES_OK(context, context->allocate_output(2, c0.shape(), &d_c0));
     if (batch == 0) return;
 
-    ConstMatrixMap U(recurrent_kernel.flat<float>().data(), units, gates);
+    // U^T [4H, H]: element (k, n) is U[n, k].
+    const PackedMatrix U_t(recurrent_kernel.flat<float>().data(), gates, units,
+                           1, gates);
     const float* c0_data = c0.flat<float>().data();
     const float* mask_data = has_mask ? mask.flat<float>().data() : nullptr;
     const float* c_seq_data = c_seq.flat<float>().data();
@@ -457,7 +657,7 @@ class LstmKerasSequenceGradOp : public OpKernel {
               delta_h_t * tanh_c * output_gate * (1.0f - output_gate);
           delta_c_row = delta_c_t * forget_gate;
         }
-        BackRecurrent(delta_h_in, dz, U);
+        BackRecurrent(delta_h_in, dz, U_t);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t row = row_begin + r;
           // A masked step forwarded h_prev untouched: its gradient passes.
