@@ -4,8 +4,9 @@ The ops are compiled on first use with the C++ compiler (`$CXX`, else `g++`)
 against the headers of the installed TensorFlow, with `-O3 -march=native`
 (they are built on the machine that runs them), and cached in
 `$LSTM_KERAS_CACHE_DIR` (default `~/.cache/lstm_keras`) under a name keyed by
-the source, the TensorFlow version and the compiler command, so a change to
-any of them rebuilds. A file lock keeps concurrent processes (pytest workers,
+the source, the TensorFlow version, the compiler command and the CPU's
+features, so a change to any of them rebuilds (a home directory shared by
+machines with different CPUs never loads a library built for another). A file lock keeps concurrent processes (pytest workers,
 multi-worker training) from racing, and the library is renamed into place
 atomically. When the build or the load fails, `load_kernels()` warns once
 and returns `None`, and the layer falls back to the generic path.
@@ -21,6 +22,7 @@ import fcntl
 import functools
 import hashlib
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -62,14 +64,26 @@ def compile_command(output_path):
     ]
 
 
+def cpu_features():
+    """The CPU's model and feature flags, which `-march=native` compiles for."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            lines = cpuinfo.read().splitlines()
+    except OSError:
+        return platform.machine() + platform.processor()
+    wanted = ("model name", "flags")
+    return "\n".join(sorted({ln for ln in lines if ln.startswith(wanted)}))
+
+
 def library_path():
-    """Where the library for this source, TensorFlow and compiler lives."""
+    """Where the library for this source, TensorFlow, compiler and CPU lives."""
     import tensorflow as tf
 
     with open(SOURCE, "rb") as source:
         digest = hashlib.sha256(source.read())
     digest.update(tf.__version__.encode())
     digest.update(" ".join(compile_command("{out}")).encode())
+    digest.update(cpu_features().encode())
     return os.path.join(
         cache_dir(), f"lstm_kernels-{digest.hexdigest()[:16]}.so"
     )
