@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import lstm_keras  # noqa: F401  (registers the serializable classes)
 from lstm_keras.applications import DEFAULT_OPTIONS
+from lstm_keras.applications import MaxPoolingBackbone
 from lstm_keras.applications import SentimentClassifier
 from lstm_keras.applications import build_classifier
 from lstm_keras.applications import quality
@@ -38,7 +39,9 @@ TEXTS = [
 
 
 def small_model(**kwargs):
-    options = dict(units=6, embedding_dim=5, max_length=8, seed=0)
+    options = dict(
+        units=6, embedding_dim=5, max_length=8, num_members=1, seed=0
+    )
     model = SentimentClassifier(**{**options, **kwargs})
     model.adapt(TEXTS)
     # Random head bias, so that the all-zero state has a distinct answer.
@@ -71,16 +74,18 @@ def test_adapt_accepts_labelled_batched_datasets():
         model.adapt(tf.data.Dataset.from_tensor_slices([["a"]]).batch(1))
 
 
-def test_probabilities_do_not_depend_on_batch_padding():
-    model = small_model()
+@pytest.mark.parametrize("pooling", ["last", "max"])
+def test_probabilities_do_not_depend_on_batch_padding(pooling):
+    model = small_model(pooling=pooling)
     alone = predict(model, ["surprisingly good"])
     padded = predict(model, ["surprisingly good", "a gem of a film and more"])
     np.testing.assert_allclose(padded[0], alone[0], atol=1e-6)
     np.testing.assert_allclose(padded.sum(axis=1), 1.0, atol=1e-6)
 
 
-def test_empty_text_gives_probabilities_of_the_zero_state():
-    model = small_model()
+@pytest.mark.parametrize("pooling", ["last", "max"])
+def test_empty_text_gives_probabilities_of_the_zero_state(pooling):
+    model = small_model(pooling=pooling)
     probabilities = predict(model, ["", "   ", "great"])
     # Reference: the head on an all-zero backbone state is softmax(bias).
     expected = softmax(np.array([0.3, -0.4]))
@@ -111,7 +116,7 @@ def test_invalid_utf8_is_replaced_not_an_error():
 
 
 def test_save_load_round_trip_gives_identical_predictions(tmp_path):
-    model = small_model(bidirectional=True, num_layers=2)
+    model = small_model(bidirectional=True, num_members=2)
     model.compile()
     labels = np.array([1, 0, 1, 0, 0, 1])
     model.fit(tf.constant(TEXTS), labels, epochs=1, verbose=0)
@@ -129,7 +134,7 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path):
 
 
 def test_export_serves_the_same_probabilities(tmp_path):
-    model = small_model()
+    model = small_model(num_members=2)
     path = str(tmp_path / "exported")
     model.export(path, verbose=False)
     # The artifact runs without lstm_keras: no fast-path custom op in it.
@@ -190,7 +195,7 @@ def test_learns_sentiment_from_a_slice_of_sst2():
     train = quality._to_dataset(rows, "sentiment")
     test = quality._to_dataset(test_rows, "sentiment")
     model = SentimentClassifier(
-        units=32, embedding_dim=32, vocabulary_size=8000, seed=0
+        units=32, embedding_dim=32, vocabulary_size=8000, num_members=1, seed=0
     )
     model.adapt(train)
     model.compile()
@@ -219,3 +224,122 @@ def test_members_average_their_probabilities():
     )
     with pytest.raises(ValueError, match="num_members"):
         SentimentClassifier(num_members=0)
+
+
+def member_alone(ensemble, index, **kwargs):
+    """A one-member model holding member `index`'s weights of `ensemble`."""
+    alone = small_model(**kwargs)
+    suffix = f"_{index}" if index else ""
+    for name in ("embedding", "backbone", "probabilities"):
+        weights = ensemble.get_layer(name + suffix).get_weights()
+        alone.get_layer(name).set_weights(weights)
+    return alone
+
+
+NO_DROPOUT = dict(embedding_dropout=0.0, dropout=0.0, head_dropout=0.0)
+
+
+def test_members_train_on_their_own_losses():
+    # Reference: each member alone, as a one-member model with its weights.
+    ensemble = small_model(num_members=3, **NO_DROPOUT)
+    ensemble.compile()
+    texts, labels = tf.constant(TEXTS), np.array([1, 0, 1, 0, 0, 1])
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    alone_losses = []
+    for index in range(3):
+        alone = member_alone(ensemble, index, **NO_DROPOUT)
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, alone(texts, training=True))
+        alone_losses.append(float(loss))
+        alone_grads = tape.gradient(loss, alone.trainable_weights)
+        with tf.GradientTape() as tape:
+            ensemble_loss = ensemble.compute_loss(
+                texts, labels, ensemble(texts, training=True), training=True
+            )
+        suffix = f"_{index}" if index else ""
+        member_weights = [
+            w
+            for name in ("embedding", "backbone", "probabilities")
+            for w in ensemble.get_layer(name + suffix).trainable_weights
+        ]
+        grads = tape.gradient(ensemble_loss, member_weights)
+        assert len(grads) == len(alone_grads)
+        for grad, alone_grad in zip(grads, alone_grads, strict=True):
+            # Embedding gradients come as IndexedSlices; compare densely.
+            np.testing.assert_allclose(
+                tf.convert_to_tensor(grad),
+                tf.convert_to_tensor(alone_grad) / 3,
+                atol=1e-7,
+            )
+    np.testing.assert_allclose(
+        float(ensemble_loss), np.mean(alone_losses), rtol=1e-6
+    )
+    # Evaluation reports the loss of the prediction, the average.
+    average = predict(ensemble, TEXTS)
+    np.testing.assert_allclose(
+        float(
+            ensemble.compute_loss(
+                texts, labels, ensemble(texts), training=False
+            )
+        ),
+        float(loss_fn(labels, average)),
+        rtol=1e-6,
+    )
+    assert float(loss_fn(labels, average)) < np.mean(alone_losses)
+
+
+def test_fit_steps_each_member_as_if_alone():
+    # One SGD step of the ensemble at rate 3 moves member 1 exactly as one
+    # step at rate 1 moves it alone: the mean of 3 losses scales by 1/3.
+    ensemble = small_model(num_members=3, **NO_DROPOUT)
+    alone = member_alone(ensemble, 1, **NO_DROPOUT)
+    ensemble.compile(optimizer=keras.optimizers.SGD(3.0))
+    alone.compile(optimizer=keras.optimizers.SGD(1.0))
+    texts, labels = tf.constant(TEXTS), np.array([1, 0, 1, 0, 0, 1])
+    before = predict(alone, TEXTS)
+    ensemble.train_on_batch(texts, labels)
+    alone.train_on_batch(texts, labels)
+    for name in ("embedding", "backbone", "probabilities"):
+        for got, expected in zip(
+            ensemble.get_layer(name + "_1").get_weights(),
+            alone.get_layer(name).get_weights(),
+            strict=True,
+        ):
+            np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert not np.allclose(predict(alone, TEXTS), before, atol=1e-3)
+
+
+@pytest.mark.parametrize("bidirectional, num_layers", [(True, 1), (False, 2)])
+def test_max_pooling_backbone_pools_real_steps_only(bidirectional, num_layers):
+    # Reference: Keras's own LSTMs on each unpadded row, max over time.
+    rng = np.random.default_rng(0)
+    lengths = [6, 2, 1]
+    x = rng.normal(size=(3, 6, 4)).astype("float32")
+    mask = np.arange(6)[None, :] < np.array(lengths)[:, None]
+    x = np.where(mask[..., None], x, 50.0).astype("float32")
+    backbone = MaxPoolingBackbone(
+        units=5, num_layers=num_layers, bidirectional=bidirectional
+    )
+    backbone(x, mask=mask)
+    for weight in backbone.weights:
+        weight.assign(rng.normal(scale=0.5, size=weight.shape))
+    layers = []
+    for _ in range(num_layers):
+        layer = keras.layers.LSTM(5, return_sequences=True)
+        if bidirectional:
+            layer = keras.layers.Bidirectional(layer)
+        layers.append(layer)
+    reference = keras.Sequential([keras.Input((None, 4)), *layers])
+    reference.set_weights(backbone.get_weights())
+    outputs = keras.ops.convert_to_numpy(backbone(x, mask=mask))
+    for row, length in enumerate(lengths):
+        sequence = reference(x[row : row + 1, :length])[0]
+        np.testing.assert_allclose(
+            outputs[row], np.max(sequence, axis=0), atol=1e-5
+        )
+    # A fully masked row (an empty text) gives zeros, like LSTMBackbone.
+    mask[1] = False
+    outputs = keras.ops.convert_to_numpy(backbone(x, mask=mask))
+    np.testing.assert_array_equal(outputs[1], 0.0)
+    with pytest.raises(ValueError, match="pooling"):
+        SentimentClassifier(pooling="mean")

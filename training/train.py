@@ -36,6 +36,8 @@ MODEL_OPTIONS = [
     ("embedding_dim", int, "sentiment: word embedding size"),
     ("vocabulary_size", int, "sentiment: vocabulary size"),
     ("max_length", int, "sentiment: tokens kept per text"),
+    ("pooling", str, "sentiment: 'last' (state after the last token) or 'max'"),
+    ("num_members", int, "sentiment: independently trained ensemble members"),
     ("frame_length", int, "speech: STFT frame length (samples)"),
     ("frame_step", int, "speech: STFT hop (samples)"),
     ("num_mel_bins", int, "speech: mel bins"),

@@ -22,8 +22,10 @@ from lstm_keras.applications.preprocessing import FitLength
 from lstm_keras.applications.preprocessing import LogMelSpectrogram
 from lstm_keras.applications.preprocessing import TextStandardization
 from lstm_keras.applications.preprocessing import WaveformAugmentation
+from lstm_keras.applications.sentiment import MaxPoolingBackbone
 from lstm_keras.applications.sentiment import SentimentClassifier
 from lstm_keras.applications.speech import SpeechClassifier
+from lstm_keras.applications.task import MemberAverage
 
 TASKS = {"sentiment": SentimentClassifier, "speech": SpeechClassifier}
 
@@ -79,6 +81,8 @@ __all__ = [
     "FitLength",
     "LSTMBackbone",
     "LogMelSpectrogram",
+    "MaxPoolingBackbone",
+    "MemberAverage",
     "SentimentClassifier",
     "SpeechClassifier",
     "TextStandardization",

@@ -1,15 +1,18 @@
 """`SentimentClassifier`: raw strings in, class probabilities out."""
 
 import keras
+from keras import ops
 
 from lstm_keras.applications.backbone import LSTMBackbone
 from lstm_keras.applications.preprocessing import FitLength
 from lstm_keras.applications.preprocessing import TextStandardization
 from lstm_keras.applications.task import Classifier
+from lstm_keras.applications.task import MemberAverage
 from lstm_keras.applications.task import batched_inputs
 from lstm_keras.applications.task import check_class_names
+from lstm_keras.lstm import LSTM
 
-# The settings the SST-2 quality target is met with (README, "Applications").
+# The settings chosen on the SST-2 quality run (README, "Applications").
 DEFAULT_OPTIONS = {
     "vocabulary_size": 20000,
     "max_length": 64,
@@ -25,22 +28,158 @@ DEFAULT_OPTIONS = {
     "lowercase": True,
     "strip_punctuation": True,
     "lstm_options": None,
+    # The issue asks for a head on the last hidden state; "max" with 256
+    # units and a 256-d embedding scored 0.849 on SST-2 against 0.831.
+    "pooling": "last",
     "num_members": 1,
     "seed": None,
 }
 
 
 @keras.saving.register_keras_serializable(package="lstm_keras")
+class MaxPoolingBackbone(keras.layers.Layer):
+    """Stacked LSTMs whose outputs are max-pooled over the real timesteps.
+
+    Like `LSTMBackbone`, but every layer returns its whole sequence and the
+    output is, per feature, the maximum over the unmasked timesteps of the
+    last layer's outputs (BiLSTM-max): every word's state can carry the
+    sentence's answer, not only the last one's. A fully masked row gives
+    zeros, the output of `LSTMBackbone` on it.
+
+    Args:
+        units: Positive integer, units of each LSTM (per direction).
+            Defaults to `128`.
+        num_layers: Positive integer, stacked LSTM layers. Defaults to `1`.
+        bidirectional: Boolean. Defaults to `False`.
+        dropout: Float in [0, 1), each LSTM's input dropout. Defaults to
+            `0.0`.
+        recurrent_dropout: Float in [0, 1), each LSTM's dropout on `h_prev`.
+            Defaults to `0.0`.
+        lstm_options: Dict of further `lstm_keras.LSTM` arguments, or
+            `None`. Defaults to `None`.
+        seed: Integer or `None`; layer `i` uses `seed + i`. Defaults to
+            `None`.
+        **kwargs: Base layer arguments.
+
+    Call arguments:
+        sequences: `(batch, timesteps, features)` float tensor.
+        mask: Optional boolean `(batch, timesteps)`, `False` at padding.
+        training: Python boolean, whether dropout is active.
+
+    Returns:
+        `(batch, units)`, or `(batch, 2 * units)` when bidirectional.
+
+    Example:
+
+    >>> backbone = MaxPoolingBackbone(units=8, bidirectional=True)
+    >>> mask = np.array([[True] * 10, [True] * 4 + [False] * 6])
+    >>> tuple(backbone(np.ones((2, 10, 3), "float32"), mask=mask).shape)
+    (2, 16)
+    """
+
+    def __init__(
+        self,
+        units=128,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        lstm_options=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(num_layers, int) or num_layers <= 0:
+            raise ValueError(
+                "Received an invalid value for argument `num_layers`, "
+                f"expected a positive integer, got {num_layers!r}."
+            )
+        if lstm_options is not None and not isinstance(lstm_options, dict):
+            raise TypeError(
+                "Argument `lstm_options` must be a dict of lstm_keras.LSTM "
+                f"arguments or None, got {lstm_options!r}."
+            )
+        self.units = units
+        self.num_layers = num_layers
+        self.bidirectional = bool(bidirectional)
+        self.dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.lstm_options = dict(lstm_options or {})
+        self.seed = seed
+        self.lstm_layers = []
+        for index in range(num_layers):
+            options = {
+                "dropout": dropout,
+                "recurrent_dropout": recurrent_dropout,
+                "seed": None if seed is None else seed + index,
+                **self.lstm_options,
+            }
+            layer = LSTM(
+                units, return_sequences=True, name=f"lstm_{index}", **options
+            )
+            if self.bidirectional:
+                layer = keras.layers.Bidirectional(
+                    layer, name=f"bidirectional_{index}"
+                )
+            self.lstm_layers.append(layer)
+        self.supports_masking = True
+
+    def build(self, sequences_shape):
+        shape = tuple(sequences_shape)
+        for layer in self.lstm_layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, sequences, mask=None, training=False):
+        x = sequences
+        for layer in self.lstm_layers:
+            x = layer(x, mask=mask, training=training)
+        if mask is None:
+            return ops.max(x, axis=1)
+        real = ops.expand_dims(ops.cast(mask, "bool"), axis=-1)
+        # Padded steps' outputs are fillers (zeros or a copy of the last
+        # real output), and a zero can exceed every real (negative) output,
+        # so padded steps are set to the lowest float before the maximum.
+        lowest = ops.cast(-3.0e38, x.dtype)
+        pooled = ops.max(ops.where(real, x, lowest), axis=1)
+        return ops.where(ops.any(real, axis=1), pooled, ops.zeros_like(pooled))
+
+    def compute_mask(self, sequences, mask=None):
+        return None
+
+    def compute_output_shape(self, sequences_shape):
+        width = self.units * (2 if self.bidirectional else 1)
+        return (sequences_shape[0], width)
+
+    def get_config(self):
+        config = {
+            "units": self.units,
+            "num_layers": self.num_layers,
+            "bidirectional": self.bidirectional,
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "lstm_options": dict(self.lstm_options),
+            "seed": self.seed,
+        }
+        return {**super().get_config(), **config}
+
+
+BACKBONES = {"last": LSTMBackbone, "max": MaxPoolingBackbone}
+
+
+@keras.saving.register_keras_serializable(package="lstm_keras")
 class SentimentClassifier(Classifier):
-    """Text classifier: TextVectorization, embedding, `LSTMBackbone`, softmax.
+    """Text classifier: TextVectorization, embedding, BiLSTM-max, softmax.
 
     Takes raw strings and returns class probabilities. Inside the model the
     text is repaired to UTF-8 (invalid bytes become U+FFFD), lowercased,
-    stripped of ASCII punctuation (by default), split on whitespace and mapped to ids by a `TextVectorization` adapted
-    with `adapt()`; texts longer than `max_length` tokens keep their first
-    `max_length`; padding is masked, so the backbone's output is the state
-    after each text's last token. An empty text has no token and gets the
-    probabilities of the all-zero state.
+    stripped of ASCII punctuation (by default), split on whitespace and
+    mapped to ids by a `TextVectorization` adapted with `adapt()`; texts
+    longer than `max_length` tokens keep their first `max_length`; padding
+    is masked, so the backbone's output (by default the maximum of the
+    BiLSTM's outputs over the text's tokens) sees real tokens only. An
+    empty text has no token and gets the probabilities of the all-zero
+    backbone output.
 
     Args:
         class_names: Sequence of class names; label `i` is `class_names[i]`.
@@ -67,10 +206,16 @@ class SentimentClassifier(Classifier):
             ("n't" becomes "n t"). Defaults to `True`.
         lstm_options: Dict of further `lstm_keras.LSTM` arguments, or `None`.
             Defaults to `None`.
-        num_members: Positive integer; with more than one, that many
-            independent embedding-backbone-head members share the
-            vocabulary and the model returns the average of their
-            probabilities (trained jointly). Defaults to `1`.
+        pooling: `"max"` for the maximum of the last LSTM layer's outputs
+            over the text's tokens (`MaxPoolingBackbone`), `"last"` for its
+            state after the last token (`LSTMBackbone`). Defaults to
+            `"last"`.
+        num_members: Positive integer; with more than one, the model is an
+            ensemble of that many embedding-backbone-head members (own
+            initial weights and dropout masks, shared vocabulary) that
+            returns the average of their probabilities. Each member trains
+            on its own loss (`Classifier.compute_loss`), as if alone.
+            Defaults to `1`.
         seed: Integer or `None`, seed of the dropout masks. Defaults to
             `None`.
         **kwargs: `name`, `trainable`.
@@ -111,6 +256,7 @@ class SentimentClassifier(Classifier):
         lowercase=DEFAULT_OPTIONS["lowercase"],
         strip_punctuation=DEFAULT_OPTIONS["strip_punctuation"],
         lstm_options=DEFAULT_OPTIONS["lstm_options"],
+        pooling=DEFAULT_OPTIONS["pooling"],
         num_members=DEFAULT_OPTIONS["num_members"],
         seed=DEFAULT_OPTIONS["seed"],
         **kwargs,
@@ -120,6 +266,11 @@ class SentimentClassifier(Classifier):
             raise ValueError(
                 "Received an invalid value for argument `num_members`, "
                 f"expected a positive integer, got {num_members!r}."
+            )
+        if pooling not in BACKBONES:
+            raise ValueError(
+                "Received an invalid value for argument `pooling`, expected "
+                f"one of {sorted(BACKBONES)}, got {pooling!r}."
             )
         # === Layers ===
         standardizer = TextStandardization(
@@ -149,7 +300,7 @@ class SentimentClassifier(Classifier):
                         mask_zero=True,
                         name=f"embedding{suffix}",
                     ),
-                    LSTMBackbone(
+                    BACKBONES[pooling](
                         units=units,
                         num_layers=num_layers,
                         bidirectional=bidirectional,
@@ -184,7 +335,7 @@ class SentimentClassifier(Classifier):
             outputs.append(head(x))
         probabilities = outputs[0]
         if num_members > 1:
-            probabilities = keras.layers.Average(name="average")(outputs)
+            probabilities = MemberAverage(name="average")(outputs)
         options = {
             "class_names": class_names,
             "vocabulary_size": vocabulary_size,
@@ -201,6 +352,7 @@ class SentimentClassifier(Classifier):
             "lowercase": lowercase,
             "strip_punctuation": strip_punctuation,
             "lstm_options": lstm_options,
+            "pooling": pooling,
             "num_members": num_members,
             "seed": seed,
         }

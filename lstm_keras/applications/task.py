@@ -4,6 +4,10 @@ A functional Keras model (keras-hub's Task style): the subclass builds its
 graph from raw inputs to class probabilities in `__init__` and stores its
 constructor arguments, which are its whole config; the weights, the
 vocabulary and the feature statistics travel in the `.keras` file.
+
+`MemberAverage` turns several member classifiers inside one model into an
+ensemble whose members still train independently (see
+`Classifier.compute_loss`).
 """
 
 import contextlib
@@ -12,6 +16,11 @@ import keras
 import tensorflow as tf
 
 from lstm_keras import dispatch
+
+# The attribute under which `MemberAverage` hands the members' probabilities
+# to `Classifier.compute_loss`, beside the average it returns (as Keras's
+# softmax hands its logits to the cross-entropy in `_keras_logits`).
+_MEMBERS = "_lstm_keras_members"
 
 
 class Classifier(keras.Model):
@@ -80,6 +89,34 @@ class Classifier(keras.Model):
             optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
         )
 
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        """The compiled loss; for an ensemble, the mean of the members'.
+
+        When `y_pred` comes from a `MemberAverage` and `training` is true,
+        the loss is the mean over members of the compiled loss of each
+        member's own probabilities, so that each member follows the
+        gradient it would follow alone (scaled by 1 / members) instead of
+        co-adapting to fix the average. Evaluation losses are those of the
+        average, the model's prediction.
+        """
+        members = getattr(y_pred, _MEMBERS, None)
+        if not training or members is None:
+            members = [y_pred]
+        losses = []
+        for member in members:
+            losses.append(
+                super().compute_loss(
+                    x=x,
+                    y=y,
+                    y_pred=member,
+                    sample_weight=sample_weight,
+                    training=training,
+                )
+            )
+        return keras.ops.mean(keras.ops.stack(losses))
+
     def compile_from_config(self, config):
         # Keras skips overridden `compile()` methods when loading; ours
         # takes Keras's arguments, so a loaded model comes back compiled.
@@ -107,6 +144,30 @@ class Classifier(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="lstm_keras")
+class MemberAverage(keras.layers.Layer):
+    """Averages the members' probabilities of an ensemble model.
+
+    The output is the mean of the inputs. The inputs also travel with it
+    (as an attribute of the output tensor), so that
+    `Classifier.compute_loss` can train each member on its own loss.
+
+    Call arguments:
+        members: List of `(batch, num_classes)` probability tensors.
+
+    Returns:
+        `(batch, num_classes)`, their mean.
+    """
+
+    def call(self, members):
+        average = keras.ops.mean(keras.ops.stack(members, axis=0), axis=0)
+        setattr(average, _MEMBERS, tuple(members))
+        return average
+
+    def compute_output_shape(self, members_shape):
+        return tuple(members_shape[0])
 
 
 def check_class_names(class_names):
