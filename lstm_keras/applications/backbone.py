@@ -40,7 +40,8 @@ class LSTMBackbone(keras.layers.Layer):
         training: Python boolean, whether dropout is active.
 
     Returns:
-        `(batch, units)`, or `(batch, 2 * units)` when bidirectional.
+        `(batch, units)`, or `(batch, 2 * units)` when bidirectional
+        (`projection_units` in place of `units` with that variant).
 
     Example:
 
@@ -48,6 +49,9 @@ class LSTMBackbone(keras.layers.Layer):
     >>> tuple(backbone(np.zeros((4, 10, 3), "float32")).shape)
     (4, 16)
     """
+
+    # Subclasses that pool over time need the last layer's whole sequence.
+    returns_last_sequence = False
 
     def __init__(
         self,
@@ -88,7 +92,9 @@ class LSTMBackbone(keras.layers.Layer):
             }
             layer = LSTM(
                 units,
-                return_sequences=index < num_layers - 1,
+                return_sequences=(
+                    index < num_layers - 1 or self.returns_last_sequence
+                ),
                 name=f"lstm_{index}",
                 **options,
             )
@@ -105,18 +111,28 @@ class LSTMBackbone(keras.layers.Layer):
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
 
-    def call(self, sequences, mask=None, training=False):
+    def run_layers(self, sequences, mask=None, training=False):
+        """The stacked (bidirectional) LSTMs' output, before any pooling."""
         x = sequences
         for layer in self.lstm_layers:
             x = layer(x, mask=mask, training=training)
         return x
 
+    def call(self, sequences, mask=None, training=False):
+        return self.run_layers(sequences, mask=mask, training=training)
+
     def compute_mask(self, sequences, mask=None):
         return None
 
+    @property
+    def output_width(self):
+        """Features of the output: `h_t`'s size, times two if bidirectional."""
+        # With a projection (LSTMP), h_t has `projection_units` features.
+        per_direction = self.lstm_options.get("projection_units") or self.units
+        return per_direction * (2 if self.bidirectional else 1)
+
     def compute_output_shape(self, sequences_shape):
-        width = self.units * (2 if self.bidirectional else 1)
-        return (sequences_shape[0], width)
+        return (sequences_shape[0], self.output_width)
 
     def get_config(self):
         config = {

@@ -10,7 +10,6 @@ from lstm_keras.applications.task import Classifier
 from lstm_keras.applications.task import MemberAverage
 from lstm_keras.applications.task import batched_inputs
 from lstm_keras.applications.task import check_class_names
-from lstm_keras.lstm import LSTM
 
 # The settings chosen on the SST-2 quality run (README, "Applications").
 DEFAULT_OPTIONS = {
@@ -37,7 +36,7 @@ DEFAULT_OPTIONS = {
 
 
 @keras.saving.register_keras_serializable(package="lstm_keras")
-class MaxPoolingBackbone(keras.layers.Layer):
+class MaxPoolingBackbone(LSTMBackbone):
     """Stacked LSTMs whose outputs are max-pooled over the real timesteps.
 
     Like `LSTMBackbone`, but every layer returns its whole sequence and the
@@ -67,7 +66,8 @@ class MaxPoolingBackbone(keras.layers.Layer):
         training: Python boolean, whether dropout is active.
 
     Returns:
-        `(batch, units)`, or `(batch, 2 * units)` when bidirectional.
+        `(batch, units)`, or `(batch, 2 * units)` when bidirectional
+        (`projection_units` in place of `units` with that variant).
 
     Example:
 
@@ -77,63 +77,10 @@ class MaxPoolingBackbone(keras.layers.Layer):
     (2, 16)
     """
 
-    def __init__(
-        self,
-        units=128,
-        num_layers=1,
-        bidirectional=False,
-        dropout=0.0,
-        recurrent_dropout=0.0,
-        lstm_options=None,
-        seed=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if not isinstance(num_layers, int) or num_layers <= 0:
-            raise ValueError(
-                "Received an invalid value for argument `num_layers`, "
-                f"expected a positive integer, got {num_layers!r}."
-            )
-        if lstm_options is not None and not isinstance(lstm_options, dict):
-            raise TypeError(
-                "Argument `lstm_options` must be a dict of lstm_keras.LSTM "
-                f"arguments or None, got {lstm_options!r}."
-            )
-        self.units = units
-        self.num_layers = num_layers
-        self.bidirectional = bool(bidirectional)
-        self.dropout = dropout
-        self.recurrent_dropout = recurrent_dropout
-        self.lstm_options = dict(lstm_options or {})
-        self.seed = seed
-        self.lstm_layers = []
-        for index in range(num_layers):
-            options = {
-                "dropout": dropout,
-                "recurrent_dropout": recurrent_dropout,
-                "seed": None if seed is None else seed + index,
-                **self.lstm_options,
-            }
-            layer = LSTM(
-                units, return_sequences=True, name=f"lstm_{index}", **options
-            )
-            if self.bidirectional:
-                layer = keras.layers.Bidirectional(
-                    layer, name=f"bidirectional_{index}"
-                )
-            self.lstm_layers.append(layer)
-        self.supports_masking = True
-
-    def build(self, sequences_shape):
-        shape = tuple(sequences_shape)
-        for layer in self.lstm_layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+    returns_last_sequence = True
 
     def call(self, sequences, mask=None, training=False):
-        x = sequences
-        for layer in self.lstm_layers:
-            x = layer(x, mask=mask, training=training)
+        x = self.run_layers(sequences, mask=mask, training=training)
         if mask is None:
             return ops.max(x, axis=1)
         real = ops.expand_dims(ops.cast(mask, "bool"), axis=-1)
@@ -143,25 +90,6 @@ class MaxPoolingBackbone(keras.layers.Layer):
         lowest = ops.cast(-3.0e38, x.dtype)
         pooled = ops.max(ops.where(real, x, lowest), axis=1)
         return ops.where(ops.any(real, axis=1), pooled, ops.zeros_like(pooled))
-
-    def compute_mask(self, sequences, mask=None):
-        return None
-
-    def compute_output_shape(self, sequences_shape):
-        width = self.units * (2 if self.bidirectional else 1)
-        return (sequences_shape[0], width)
-
-    def get_config(self):
-        config = {
-            "units": self.units,
-            "num_layers": self.num_layers,
-            "bidirectional": self.bidirectional,
-            "dropout": self.dropout,
-            "recurrent_dropout": self.recurrent_dropout,
-            "lstm_options": dict(self.lstm_options),
-            "seed": self.seed,
-        }
-        return {**super().get_config(), **config}
 
 
 BACKBONES = {"last": LSTMBackbone, "max": MaxPoolingBackbone}
