@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_gradcheck.py \
 	tests/test_dispatch.py tests/test_docs.py tests/test_variants.py tests/test_diagnostics.py
 
-.PHONY: demo demo-adding test test-tensorflow test-jax test-torch eval bench bench-quick \
+.PHONY: demo demo-adding export test test-tensorflow test-jax test-torch eval bench bench-quick \
 	ops lint gradcheck clean
 
 $(PY):
@@ -35,6 +35,10 @@ demo: $(VENV)/.installed-demo
 ## demo-adding: LSTM vs SimpleRNN on the adding problem (T=100), both scores and a plot
 demo-adding: $(VENV)/.installed-demo
 	$(PY) -m training.adding_demo
+
+## export: the demo's model as TF Serving version 1 in runs/models/sentiment/ (after `make demo`)
+export: $(VENV)/.installed-demo
+	$(PY) -m training.export runs/sentiment_demo/model.keras --model-base-path runs/models/sentiment --overwrite
 
 ## ops: build the TensorFlow fast path's C++ ops now (otherwise on first use)
 ops: $(VENV)/.installed-demo

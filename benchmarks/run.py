@@ -4,8 +4,11 @@ Every implementation runs in its own fresh process (`worker.py`), one after
 another in a rotating order, for several rounds, so that a machine's drift
 and other load hit all of them alike. Reported per shape: the median
 training step (forward, backward, Adam; through `model.fit` for Keras), the
-median batch-1 compiled inference latency, and (one round, fresh processes)
-the peak memory of a training step and of inference. Ratios compare ours
+median batch-1 compiled inference latency, the median call of the exported
+SavedModel's `serving_default` signature at batch 1 and 32 (what TF Serving
+runs; ours against `keras.layers.LSTM`, both exported by
+`lstm_keras.export`), and (one round, fresh processes) the peak memory of a
+training step and of inference. Ratios compare ours
 with each peer within the same round, then take the median over rounds:
 quote those, not absolute times, which depend on the machine and its load.
 
@@ -20,6 +23,7 @@ Examples:
     python benchmarks/run.py --quick         # smoke test (~3 min)
     python benchmarks/run.py --rounds 5 --shapes speech text
     python benchmarks/run.py --impls ours keras_tf torch --no-memory
+    python benchmarks/run.py --tasks serve --impls ours keras_tf --no-memory
 """
 
 import argparse
@@ -41,6 +45,20 @@ LABELS = {
     "keras_tf": "keras LSTM (TF)",
     "keras_jax": "keras LSTM (JAX)",
     "torch": "torch.nn.LSTM",
+}
+# --tasks choice: the worker tasks it runs.
+TASKS = {
+    "train": ("train",),
+    "latency": ("latency",),
+    "serve": ("serve_b1", "serve_b32"),
+}
+# The exported SavedModel: TensorFlow implementations only.
+SERVING_IMPLS = ("ours", "keras_tf")
+TASK_LABELS = {
+    "train": "train step",
+    "latency": "batch-1 latency",
+    "serve_b1": "served signature, batch 1",
+    "serve_b32": "served signature, batch 32",
 }
 # name: (batch, timesteps, features, units, training steps timed)
 SHAPES = {
@@ -101,10 +119,8 @@ def run_worker(
 
 def measure(args):
     """Runs all rounds; returns `{shape: {task: {impl: [per-round]}}}`."""
-    raw = {
-        shape: {"train": {}, "latency": {}, "train_memory": {}}
-        for shape in args.shapes
-    }
+    tasks = [t for choice in args.tasks for t in TASKS[choice]]
+    raw = {shape: {task: {} for task in tasks} for shape in args.shapes}
     step_scale = 0.25 if args.quick else 1.0
     total = args.rounds * len(args.shapes) * len(args.impls)
     done = 0
@@ -116,9 +132,17 @@ def measure(args):
             offset = round_index + shape_index
             order = args.impls[offset:] + args.impls[:offset]
             for impl in order:
+                impl_tasks = [
+                    t
+                    for t in tasks
+                    if impl in SERVING_IMPLS or not t.startswith("serve")
+                ]
+                if not impl_tasks:
+                    done += 1
+                    continue
                 records = run_worker(
                     impl,
-                    ["train", "latency"],
+                    impl_tasks,
                     batch,
                     timesteps,
                     features,
@@ -126,7 +150,7 @@ def measure(args):
                     steps=max(2, int(steps * step_scale)),
                     warmup=2,
                 )
-                for task in ("train", "latency"):
+                for task in impl_tasks:
                     raw[shape][task].setdefault(impl, []).append(
                         statistics.median(records[task])
                     )
@@ -142,10 +166,13 @@ def measure(args):
                     impl, []
                 ).append(records["load_average"])
                 done += 1
+                times = "  ".join(
+                    f"{t} {1e3 * statistics.median(records[t]):7.2f} ms"
+                    for t in impl_tasks
+                )
                 print(
                     f"[{done}/{total}] round {round_index + 1} {shape:6s} "
-                    f"{impl:12s} train {records['train'] and 1e3 * statistics.median(records['train']):8.1f} ms"
-                    f"  latency {1e3 * statistics.median(records['latency']):7.2f} ms"
+                    f"{impl:12s} {times}"
                     f"  load {records['load_average']:.1f}"
                     f"  ({time.time() - started:.0f} s)",
                     file=sys.stderr,
@@ -205,7 +232,9 @@ def summarize(raw, impls):
         if shape == "memory":
             continue
         summary[shape] = {}
-        for task in ("train", "latency"):
+        for task in TASK_LABELS:
+            if not tasks.get(task):
+                continue
             per_impl = tasks[task]
             fastest = tasks[task + "_min"]
             entry = {
@@ -238,9 +267,10 @@ def markdown(summary, impls):
             continue
         batch, timesteps, features, units, _ = SHAPES[shape]
         name = f"{shape} (B={batch}, T={timesteps}, D={features}, H={units})"
-        for task in ("train", "latency"):
+        for task, label in TASK_LABELS.items():
+            if task not in tasks:
+                continue
             entry = tasks[task]
-            label = "train step" if task == "train" else "batch-1 latency"
             ratios = entry.get("speedup_vs", {})
             cells = [f"{ratios[p]:.2f}x" if p in ratios else "-" for p in peers]
             ours = entry["median_s"].get("ours")
@@ -280,18 +310,25 @@ def plot(summary, impls, path):
 
     shapes = [s for s in summary if s != "memory_mib"]
     panels = [
-        ("train", "training step (ms)"),
-        ("latency", "batch-1 latency (ms)"),
+        (task, f"{label} (ms)")
+        for task, label in TASK_LABELS.items()
+        if any(task in summary[s] for s in shapes)
     ]
     has_memory = "memory_mib" in summary
+    columns = len(panels) + has_memory
     figure, axes = plt.subplots(
-        1, len(panels) + has_memory, figsize=(5 * (len(panels) + has_memory), 4)
+        1, columns, figsize=(5 * columns, 4), squeeze=False
     )
+    axes = axes[0]
     width = 0.8 / len(impls)
     for axis, (task, title) in zip(axes, panels, strict=False):
         for index, impl in enumerate(impls):
             values = [
-                1e3 * summary[s][task]["median_s"].get(impl, float("nan"))
+                1e3
+                * summary[s]
+                .get(task, {})
+                .get("median_s", {})
+                .get(impl, float("nan"))
                 for s in shapes
             ]
             axis.bar(
@@ -341,6 +378,14 @@ def main(argv=None):
         nargs="+",
         choices=IMPLEMENTATIONS,
         default=list(IMPLEMENTATIONS),
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=list(TASKS),
+        default=list(TASKS),
+        help="what to time (default: all); serve: the exported SavedModel's "
+        "signature at batch 1 and 32, ours and keras_tf only",
     )
     parser.add_argument(
         "--quick",

@@ -18,6 +18,12 @@ Tasks:
   idiomatic way: `tf.function(model)` on TensorFlow, `jax.jit` of
   `model.stateless_call` on JAX, eager `torch.inference_mode()` on torch
   (`nn.LSTM` is one fused ATen kernel).
+- `serve_b1` / `serve_b32`: seconds per call, at batch 1 / 32, of the
+  `serving_default` signature of the SavedModel that
+  `lstm_keras.export.export_for_serving` writes (what TF Serving runs),
+  loaded back with `tf.saved_model.load`; the model is `LSTM(H) ->
+  Dense(2, softmax)`, for `ours` and `keras_tf` only. Ours is exported on
+  the generic `keras.ops` loop (no custom op may be in a served graph).
 - `train_memory` / `infer_memory`: the peak resident memory one training
   step / inference call adds on top of the warmed-up process (Linux
   `VmHWM`, reset through `/proc/self/clear_refs` after warm-up), in MiB.
@@ -37,7 +43,17 @@ import sys
 import time
 
 IMPLEMENTATIONS = ("ours", "ours_generic", "keras_tf", "keras_jax", "torch")
-TASKS = ("train", "latency", "train_memory", "infer_memory")
+TASKS = (
+    "train",
+    "latency",
+    "serve_b1",
+    "serve_b32",
+    "train_memory",
+    "infer_memory",
+)
+SERVING_IMPLS = ("ours", "keras_tf")
+# Serving calls are cheap; this many per training step timed.
+SERVING_CALLS_PER_STEP = 5
 
 
 def _backend(impl):
@@ -200,6 +216,50 @@ def latency_times(args):
     return times[args.warmup :]
 
 
+def _exported_signature(args):
+    """The `serving_default` signature of the exported classifier."""
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    from lstm_keras import export
+
+    if args.impl not in SERVING_IMPLS:
+        raise ValueError(
+            f"serving tasks take --impl {' or '.join(SERVING_IMPLS)}, "
+            f"got {args.impl!r}"
+        )
+    if args.impl == "ours":
+        import lstm_keras
+
+        lstm = lstm_keras.LSTM(args.units)
+    else:
+        lstm = keras.layers.LSTM(args.units)
+    keras.utils.set_random_seed(0)
+    frames = keras.Input((args.timesteps, args.features), name="frames")
+    probabilities = keras.layers.Dense(2, activation="softmax")(lstm(frames))
+    model = keras.Model(frames, probabilities)
+    base = tempfile.mkdtemp(prefix="lstm_keras_bench_")
+    path = export.export_for_serving(
+        model, base, class_names=["a", "b"], verbose=False
+    )
+    return tf.saved_model.load(path).signatures["serving_default"]
+
+
+def serving_times(args, batch, signature):
+    import tensorflow as tf
+
+    x = tf.constant(_data(args, batch)[0])
+    times = []
+    calls = SERVING_CALLS_PER_STEP * args.steps
+    for _ in range(SERVING_CALLS_PER_STEP * args.warmup + calls):
+        start = time.perf_counter()
+        signature(frames=x)["probabilities"].numpy()
+        times.append(time.perf_counter() - start)
+    return times[-calls:]
+
+
 def peak_memory_mib(args, task):
     """Peak resident memory one step adds after warm-up, in MiB."""
     if task == "infer_memory":
@@ -259,11 +319,16 @@ def main(argv=None):
     for task in tasks:
         if task not in TASKS:
             parser.error(f"unknown task {task!r}; expected one of {TASKS}")
+    signature = None
     for task in tasks:
         if task == "train":
             values = train_step_times(args)
         elif task == "latency":
             values = latency_times(args)
+        elif task.startswith("serve_b"):
+            if signature is None:
+                signature = _exported_signature(args)
+            values = serving_times(args, int(task[len("serve_b") :]), signature)
         else:
             values = [peak_memory_mib(args, task)]
         record = {"impl": args.impl, "task": task, "values": values}

@@ -6,7 +6,9 @@ a backpropagation verified by `lstm_keras.gradcheck`.
 
 The applications (`lstm_keras.applications`, `lstm_keras.datasets`) need
 TensorFlow: the first is imported here on the TensorFlow backend only, so the
-layer stays usable on JAX and torch without it.
+layer stays usable on JAX and torch without it. So does
+`lstm_keras.export.export_for_serving`, which writes a TF Serving SavedModel
+of an application model.
 """
 
 import keras
@@ -24,6 +26,7 @@ if keras.backend.backend() == "tensorflow":
     # Registers the applications' classes, so that their `.keras` files load
     # after `import lstm_keras` with safe_mode and no custom_objects.
     from lstm_keras import applications  # noqa: F401
+    from lstm_keras import export  # noqa: F401
 
 __all__ = [
     "GATE_ORDER",

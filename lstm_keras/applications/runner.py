@@ -8,8 +8,8 @@ that tests call directly. A run writes into `run_dir`:
   per-epoch history, training time, the test confusion matrix;
 - `learning_curves.png` (and `confusion_matrix.png` for speech);
 - `logs/` (TensorBoard), `checkpoints/best.weights.h5` (lowest validation
-  loss), `model.keras`, and `serving/1/` (a SavedModel from `model.export`,
-  made with the generic loop so no custom op lands in it);
+  loss), `model.keras`, and `serving/1/` (the TF Serving SavedModel of
+  `lstm_keras.export`, whose graph holds only standard TensorFlow ops);
 - while it runs, `backup/` and `history.json`: a run killed and started
   again with the same arguments resumes from its last finished epoch and
   ends with the same result (see `lstm_keras.applications.pipelines`).
@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import keras
@@ -354,30 +353,15 @@ def work_around_keras_distribution(model, batches, multi_worker):
 
 
 def export_serving(model, path):
-    """Exports a SavedModel to `path` atomically (temp dir, then rename).
+    """Writes the serving SavedModel of `model` to `path`, replacing it.
 
-    The export traces the generic `keras.ops` loop
-    (`lstm_keras.dispatch.fast_paths_disabled`), so the SavedModel needs no
-    custom op to load.
+    `lstm_keras.export.write_saved_model`: the `serving_default` signature
+    (raw inputs to `probabilities`, `class_id`, `class_name`), written
+    atomically, traced without custom ops, and checked for them.
     """
-    from lstm_keras import dispatch
+    from lstm_keras import export
 
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".export-")
-    disabled = getattr(dispatch, "fast_paths_disabled", None)
-    try:
-        if disabled is None:
-            model.export(tmp, verbose=False)
-        else:
-            with disabled():
-                model.export(tmp, verbose=False)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
+    export.write_saved_model(model, path, overwrite=True)
 
 
 def save_model(model, path):
