@@ -34,6 +34,11 @@ MODEL_OPTIONS = [
     ("dropout", float, "LSTM input dropout"),
     ("recurrent_dropout", float, "LSTM dropout on h_prev"),
     ("embedding_dim", int, "sentiment: word embedding size"),
+    (
+        "subword_buckets",
+        int,
+        "sentiment: hashed character n-gram rows (0: off)",
+    ),
     ("vocabulary_size", int, "sentiment: vocabulary size"),
     ("max_length", int, "sentiment: tokens kept per text"),
     ("pooling", str, "sentiment: 'last' (state after the last token) or 'max'"),

@@ -25,6 +25,7 @@ from lstm_keras.applications.preprocessing import WaveformAugmentation
 from lstm_keras.applications.sentiment import MaxPoolingBackbone
 from lstm_keras.applications.sentiment import SentimentClassifier
 from lstm_keras.applications.speech import SpeechClassifier
+from lstm_keras.applications.subword import SubwordEmbedding
 from lstm_keras.applications.task import MemberAverage
 
 TASKS = {"sentiment": SentimentClassifier, "speech": SpeechClassifier}
@@ -85,6 +86,7 @@ __all__ = [
     "MemberAverage",
     "SentimentClassifier",
     "SpeechClassifier",
+    "SubwordEmbedding",
     "TextStandardization",
     "WaveformAugmentation",
     "build_classifier",

@@ -6,6 +6,7 @@ from keras import ops
 from lstm_keras.applications.backbone import LSTMBackbone
 from lstm_keras.applications.preprocessing import FitLength
 from lstm_keras.applications.preprocessing import TextStandardization
+from lstm_keras.applications.subword import SubwordEmbedding
 from lstm_keras.applications.task import Classifier
 from lstm_keras.applications.task import MemberAverage
 from lstm_keras.applications.task import batched_inputs
@@ -16,6 +17,7 @@ DEFAULT_OPTIONS = {
     "vocabulary_size": 20000,
     "max_length": 64,
     "embedding_dim": 128,
+    "subword_buckets": 0,
     "embedding_dropout": 0.5,
     "word_dropout": 0.0,
     "units": 128,
@@ -116,6 +118,11 @@ class SentimentClassifier(Classifier):
             out-of-vocabulary (1). Defaults to `20000`.
         max_length: Positive integer, tokens kept per text. Defaults to `64`.
         embedding_dim: Positive integer, embedding width. Defaults to `128`.
+        subword_buckets: Non-negative integer; when positive, each token's
+            embedding also gets the mean of its hashed character n-gram
+            vectors from a table of this many rows (`SubwordEmbedding`), so
+            unseen and rare words are not blank. `0` turns it off. Defaults
+            to `0`.
         embedding_dropout: Float in [0, 1), dropout on the embeddings.
             Defaults to `0.5`.
         word_dropout: Float in [0, 1), fraction of whole tokens whose
@@ -173,6 +180,7 @@ class SentimentClassifier(Classifier):
         vocabulary_size=DEFAULT_OPTIONS["vocabulary_size"],
         max_length=DEFAULT_OPTIONS["max_length"],
         embedding_dim=DEFAULT_OPTIONS["embedding_dim"],
+        subword_buckets=DEFAULT_OPTIONS["subword_buckets"],
         embedding_dropout=DEFAULT_OPTIONS["embedding_dropout"],
         word_dropout=DEFAULT_OPTIONS["word_dropout"],
         units=DEFAULT_OPTIONS["units"],
@@ -194,6 +202,15 @@ class SentimentClassifier(Classifier):
             raise ValueError(
                 "Received an invalid value for argument `num_members`, "
                 f"expected a positive integer, got {num_members!r}."
+            )
+        if (
+            isinstance(subword_buckets, bool)
+            or not isinstance(subword_buckets, int)
+            or subword_buckets < 0
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `subword_buckets`, "
+                f"expected a non-negative integer, got {subword_buckets!r}."
             )
         if pooling not in BACKBONES:
             raise ValueError(
@@ -228,6 +245,14 @@ class SentimentClassifier(Classifier):
                         mask_zero=True,
                         name=f"embedding{suffix}",
                     ),
+                    SubwordEmbedding(
+                        subword_buckets,
+                        embedding_dim,
+                        max_length=max_length,
+                        name=f"subword_embedding{suffix}",
+                    )
+                    if subword_buckets
+                    else None,
                     BACKBONES[pooling](
                         units=units,
                         num_layers=num_layers,
@@ -249,11 +274,14 @@ class SentimentClassifier(Classifier):
 
         # === Functional model ===
         text = keras.Input(shape=(), dtype="string", name="text")
-        token_ids = fit_length(vectorizer(standardizer(text)))
+        standardized = standardizer(text)
+        token_ids = fit_length(vectorizer(standardized))
         # token_ids: <int64>[batch, timesteps], 0 = padding (masked)
         outputs = []
-        for embedding, backbone, head, member_seed in members:
+        for embedding, subword, backbone, head, member_seed in members:
             x = embedding(token_ids)
+            if subword is not None:
+                x = keras.layers.Add()([x, subword([standardized, token_ids])])
             x = keras.layers.Dropout(
                 word_dropout, noise_shape=(None, None, 1), seed=member_seed
             )(x)
@@ -269,6 +297,7 @@ class SentimentClassifier(Classifier):
             "vocabulary_size": vocabulary_size,
             "max_length": max_length,
             "embedding_dim": embedding_dim,
+            "subword_buckets": subword_buckets,
             "embedding_dropout": embedding_dropout,
             "word_dropout": word_dropout,
             "units": units,
@@ -289,7 +318,7 @@ class SentimentClassifier(Classifier):
         # === Config ===
         self.standardizer = standardizer
         self.vectorizer = vectorizer
-        self.backbone = members[0][1]
+        self.backbone = members[0][2]
 
     def adapt(self, data, batch_size=1024):
         """Builds the vocabulary from training texts.
