@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_gradcheck.py \
 	tests/test_dispatch.py tests/test_docs.py tests/test_variants.py tests/test_diagnostics.py
 
-.PHONY: demo demo-adding export test test-tensorflow test-jax test-torch eval bench bench-quick \
+.PHONY: demo demo-adding export tune test test-tensorflow test-jax test-torch eval bench bench-quick \
 	ops lint gradcheck clean
 
 $(PY):
@@ -24,7 +24,7 @@ $(VENV)/.installed-demo: setup.cfg pyproject.toml constraints.txt | $(PY)
 	touch $@
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml constraints.txt | $(PY)
-	$(PIP) -e '.[cpu,apps,plots,test]'
+	$(PIP) -e '.[cpu,apps,tune,plots,test]'
 	touch $@ $(VENV)/.installed-demo
 
 ## demo: train the sentiment LSTM on the embedded SST-2, evaluate, export, print predictions
@@ -59,12 +59,18 @@ test-jax: $(VENV)/.installed-test
 test-torch: $(VENV)/.installed-test
 	KERAS_BACKEND=torch $(PYTEST) -m "not tensorflow_only" $(CORE_TESTS)
 
-## eval: the long quality runs: SST-2 and FSDD accuracy, held-out speaker, long-range table, gradient flow
+## eval: the long quality runs: SST-2 and FSDD accuracy, held-out speaker, long-range table, gradient flow, the SST-2 tuning search
 eval: $(VENV)/.installed-test
 	-$(PY) -m lstm_keras.backends.tensorflow
 	$(PY) -m training.evaluate --out runs/eval
 	$(PY) -m training.long_range_table --out runs/long_range
 	$(PY) -m training.gradflow --out runs/gradflow
+	$(MAKE) tune
+
+## tune: KerasTuner search on SST-2 against an untuned baseline (~20 min on 2 cores)
+tune: $(VENV)/.installed-test
+	$(PY) -m tuning sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 \
+	    --max-train-examples 20000 --epochs 3 --max-trials 8 --seed 0
 
 ## bench: speed and memory against keras.layers.LSTM (TF, JAX) and torch.nn.LSTM; results in benchmarks/results/
 bench: $(VENV)/.installed-test

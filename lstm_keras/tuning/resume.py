@@ -1,0 +1,254 @@
+"""A search that survives SIGKILL: atomic state files and a repaired reload.
+
+KerasTuner 1.4.8 keeps a search's state in `oracle.json`, one
+`trial_<id>/trial.json` per trial and `<tuner_id>.json`, and reloads them
+when a tuner is made again in the same folder. Left alone it can lose or
+repeat work when the process is killed at the wrong moment:
+
+1. It writes its JSON in place: a kill mid-write leaves a truncated file
+   that cannot be reloaded. Here every state file is written to a temp
+   file and renamed.
+2. It reloads only when `<tuner_id>.json` exists, which is first written
+   when the first trial ends: a kill after `oracle.json` recorded that end
+   but before the tuner file, and the restarted search forgets finished
+   trials and runs them again. Here the tuner file is created on reload
+   whenever `oracle.json` exists.
+3. On reload, every trial `oracle.json` lists as running is queued to run
+   again, also one that `end_trial` had already saved as finished (its
+   `trial.json` is written before `oracle.json`): a finished trial would be
+   re-run and its numbers changed. Here a trial whose `trial.json` says
+   COMPLETED or FAILED is never re-queued, and counts as ended.
+4. A trial created (its `trial.json` written) just before a kill that came
+   before `oracle.json` was saved is counted but never run. Here every
+   trial still RUNNING on reload is queued, its partial metrics dropped.
+
+A re-run trial builds and trains from the same seed (see
+`ApplicationHyperModel`), so it ends as the uninterrupted one would have.
+`check_state_files` turns a corrupt or truncated state file into a
+`ValueError` that names it and says how to recover.
+"""
+
+import json
+import os
+import time
+
+import keras_tuner
+from keras_tuner.src.engine import metrics_tracking
+from keras_tuner.src.engine import trial as trial_module
+
+from lstm_keras.applications.reports import write_json
+
+RUNNING = trial_module.TrialStatus.RUNNING
+ENDED = (trial_module.TrialStatus.COMPLETED, trial_module.TrialStatus.FAILED)
+# Appended to by every tuner process: one line per trial start and end.
+RUN_LOG = "trial_runs.jsonl"
+
+
+class StateFileError(ValueError):
+    """The search in a tuning folder cannot be resumed: a state file is
+    corrupt or truncated, or the folder holds a search with other settings."""
+
+
+def check_state_files(project_dir, tune_dir):
+    """Raises `StateFileError` for the first state file that is not JSON.
+
+    Args:
+        project_dir: The KerasTuner project folder (`TUNE_DIR/search`).
+        tune_dir: The tuning folder, for the advice in the message.
+    """
+    if not os.path.isdir(project_dir):
+        return
+    paths = [
+        os.path.join(project_dir, name)
+        for name in sorted(os.listdir(project_dir))
+        if name.endswith(".json")
+    ]
+    for name in sorted(os.listdir(project_dir)):
+        trial_file = os.path.join(project_dir, name, "trial.json")
+        if name.startswith("trial_") and os.path.exists(trial_file):
+            paths.append(trial_file)
+    for path in paths:
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise StateFileError(
+                _advice(path, project_dir, tune_dir, error)
+            ) from error
+        if not isinstance(state, dict):
+            raise StateFileError(
+                _advice(path, project_dir, tune_dir, "not a JSON object")
+            )
+
+
+def _advice(path, project_dir, tune_dir, error):
+    trial_dir = os.path.dirname(path)
+    if os.path.basename(path) == "trial.json":
+        fix = (
+            f"delete that trial's folder {trial_dir!r} together with "
+            f"{os.path.join(project_dir, 'oracle.json')!r} only if you "
+            "accept losing the search's order; the safe fix is to delete "
+            f"{project_dir!r} (all trials are lost) or to run the same "
+            "command with --overwrite"
+        )
+    else:
+        fix = (
+            f"delete {project_dir!r} (all trials are lost) or run the same "
+            "command with --overwrite to start the search over"
+        )
+    return (
+        f"The tuning state file {path!r} is corrupt or truncated ({error}), "
+        f"so the search in {tune_dir!r} cannot be resumed. To recover, {fix}."
+    )
+
+
+class AtomicOracleMixin:
+    """Oracle methods: atomic saves and the repaired `reload` (module doc)."""
+
+    def save(self):
+        write_json(self.get_state(), self._get_oracle_fname())
+
+    def _save_trial(self, trial):
+        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+        write_json(trial.get_state(), path)
+
+    def reload(self):
+        super().reload()
+        repair_reloaded(self)
+
+
+def repair_reloaded(oracle):
+    """Fixes points 3 and 4 of the module docstring on a reloaded oracle."""
+    queue = []
+    for trial_id in oracle._retry_queue:
+        trial = oracle.trials[trial_id]
+        if trial.status in ENDED:
+            _mark_ended(oracle, trial)
+        elif trial_id not in queue:
+            queue.append(trial_id)
+    for trial_id, trial in sorted(oracle.trials.items()):
+        if trial.status in ENDED:
+            _mark_ended(oracle, trial)
+        elif trial.status == RUNNING and trial_id not in queue:
+            queue.append(trial_id)
+            if trial_id not in oracle.start_order:
+                oracle.start_order.append(trial_id)
+            oracle._record_values(trial)
+    for trial_id in queue:
+        # The killed run's numbers, if it reported any, must not be
+        # averaged with the re-run's.
+        trial = oracle.trials[trial_id]
+        trial.metrics = metrics_tracking.MetricsTracker()
+        trial.score = None
+        trial.best_step = 0
+    # `create_trial` pops from the end: keep the oldest first to re-run.
+    oracle._retry_queue = list(reversed(queue))
+
+
+def _mark_ended(oracle, trial):
+    if trial.trial_id not in oracle.end_order:
+        oracle.end_order.append(trial.trial_id)
+        oracle._run_times[trial.trial_id] = max(
+            1, oracle._run_times[trial.trial_id]
+        )
+
+
+class ResumableTunerMixin:
+    """Tuner methods: atomic saves, the tuner file (point 2), a run log.
+
+    Every trial start and end is appended to `RUN_LOG` in the project
+    folder with the tuner's id, which shows which process ran what (and
+    that no finished trial ran twice).
+    """
+
+    def __init__(self, oracle, directory, project_name, overwrite, **kwargs):
+        project_dir = os.path.join(directory, project_name)
+        tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
+        tuner_file = os.path.join(project_dir, f"{tuner_id}.json")
+        has_oracle = os.path.exists(os.path.join(project_dir, "oracle.json"))
+        if not overwrite and has_oracle and not os.path.exists(tuner_file):
+            write_json({}, tuner_file)
+        keras_tuner.Tuner.__init__(
+            self,
+            oracle=oracle,
+            directory=directory,
+            project_name=project_name,
+            overwrite=overwrite,
+            **kwargs,
+        )
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        write_json(self.get_state(), self._get_tuner_fname())
+
+    def run_trial(self, trial, *args, **kwargs):
+        kwargs["trial_dir"] = self.get_trial_dir(trial.trial_id)
+        return super().run_trial(trial, *args, **kwargs)
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self._log_run(trial, "start")
+
+    def on_trial_end(self, trial):
+        status = trial.status
+        super().on_trial_end(trial)
+        self._log_run(trial, "end", status=status)
+
+    def _log_run(self, trial, event, **extra):
+        record = {
+            "trial_id": trial.trial_id,
+            "event": event,
+            "tuner_id": self.tuner_id,
+            "pid": os.getpid(),
+            "time": time.time(),
+            **extra,
+        }
+        line = json.dumps(record) + "\n"
+        # One small O_APPEND write: lines of several processes never mix.
+        fd = os.open(
+            os.path.join(self.project_dir, RUN_LOG),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+            0o644,
+        )
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+def read_run_log(project_dir):
+    """The records of `RUN_LOG` (complete lines only)."""
+    path = os.path.join(project_dir, RUN_LOG)
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            if line.endswith("\n"):
+                records.append(json.loads(line))
+    return records
+
+
+def _with_mixin(mixin, base):
+    return type(f"Resumable{base.__name__}", (mixin, base), {})
+
+
+ORACLES = {
+    "random": _with_mixin(
+        AtomicOracleMixin, keras_tuner.oracles.RandomSearchOracle
+    ),
+    "bayesian": _with_mixin(
+        AtomicOracleMixin, keras_tuner.oracles.BayesianOptimizationOracle
+    ),
+    "hyperband": _with_mixin(
+        AtomicOracleMixin, keras_tuner.oracles.HyperbandOracle
+    ),
+}
+# Hyperband's tuner loads the weights of a trial's previous rounds; the
+# others run on the plain `Tuner`. Each takes our oracle (see `__init__`).
+TUNERS = {
+    "random": _with_mixin(ResumableTunerMixin, keras_tuner.Tuner),
+    "bayesian": _with_mixin(ResumableTunerMixin, keras_tuner.Tuner),
+    "hyperband": _with_mixin(ResumableTunerMixin, keras_tuner.Hyperband),
+}

@@ -1,0 +1,498 @@
+"""Hyperparameter searches of the applications: `tune(config, tune_dir)`.
+
+The command line (`tuning/tune.py`) parses arguments into a `TuneConfig`
+and calls `tune`, which loads the data as a training run does, searches
+with KerasTuner (random, Hyperband or Bayesian) and writes into
+`tune_dir`:
+
+- `search/`: KerasTuner's project (`oracle.json`, `trial_<id>/` with each
+  trial's `trial.json`, `history.json` and best-epoch checkpoint) and
+  `trial_runs.jsonl`, which process ran which trial;
+- `baseline/`: the untuned baseline (a wide model without dropout, same
+  budget): `result.json`, `history.json`;
+- `best/`: the best trial's model exported like a training run
+  (`model.keras`, `serving/1/`, `metrics.json`, `learning_curves.png`);
+- `results.csv`, `overfitting.png`, `report.md`, `summary.json`
+  (see `lstm_keras.tuning.report`).
+
+The same command started again resumes: finished trials are kept, the
+trial that was running is run again (see `lstm_keras.tuning.resume`).
+Started with KerasTuner's `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`
+and `KERASTUNER_ORACLE_PORT`, the process is the chief (it serves the
+oracle, then writes the outputs) or a worker (it runs trials).
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import keras
+import keras_tuner
+
+from lstm_keras.applications import TASKS
+from lstm_keras.applications import pipelines
+from lstm_keras.applications import quality
+from lstm_keras.applications import reports
+from lstm_keras.applications import runner
+from lstm_keras.tuning import report
+from lstm_keras.tuning import resume
+from lstm_keras.tuning.hypermodels import DROPOUT_OPTIONS
+from lstm_keras.tuning.hypermodels import HYPERMODELS
+from lstm_keras.tuning.hypermodels import read_records
+from lstm_keras.tuning.search_space import SearchSpace
+
+TUNERS = tuple(resume.TUNERS)
+OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
+PROJECT = "search"
+# Settings that may change between a search and its resumption.
+RESUMABLE_CHANGES = ("verbose", "overwrite")
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    """Everything a search depends on; the same config resumes it.
+
+    Attributes:
+        app: `"sentiment"` or `"speech"`.
+        data: The source (see `lstm_keras.datasets.load_dataset`).
+        tuner: `"random"`, `"hyperband"` or `"bayesian"`. Defaults to
+            `"random"`.
+        max_trials: Most trials (random, bayesian; Hyperband sizes its own
+            brackets from `epochs`). Defaults to 8.
+        epochs: Training epochs per trial (Hyperband's most). Defaults to 3.
+        batch_size: Examples per step. Defaults to 64.
+        seed: Seeds the split, the oracle, and every trial's weights,
+            dropout and batch order. Defaults to 0.
+        validation_fraction: Share of the training data held out. Defaults
+            to 0.1.
+        max_train_examples: Train on a random subset of this size. Defaults
+            to `None` (all).
+        tfds_data_dir: TFDS data directory. Defaults to `None`.
+        holdout_speaker: FSDD speaker used as the test set. Defaults to
+            `None`.
+        space: The `SearchSpace`. Defaults to `SearchSpace()`.
+        fixed_options: Untuned model options (`embedding_dim`, ...).
+            Defaults to `{}`.
+        baseline: Whether to train the untuned baseline. Defaults to `True`.
+        baseline_units: The baseline's units. Defaults to 256.
+        max_consecutive_failed_trials: The search stops (with an error)
+            after this many failed trials in a row. Defaults to 3.
+        overwrite: Start over, deleting a previous search in the folder.
+            Defaults to `False`.
+        verbose: Keras progress: 0, 1 or 2. Defaults to 2.
+    """
+
+    app: str
+    data: str
+    tuner: str = "random"
+    max_trials: int = 8
+    epochs: int = 3
+    batch_size: int = 64
+    seed: int = 0
+    validation_fraction: float = 0.1
+    max_train_examples: int | None = None
+    tfds_data_dir: str | None = None
+    holdout_speaker: str | None = None
+    space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
+    fixed_options: dict = dataclasses.field(default_factory=dict)
+    baseline: bool = True
+    baseline_units: int = 256
+    max_consecutive_failed_trials: int = 3
+    overwrite: bool = False
+    verbose: int = 2
+
+    def __post_init__(self):
+        if self.app not in HYPERMODELS:
+            raise ValueError(
+                "Received an invalid value for argument app, expected one "
+                f"of {sorted(HYPERMODELS)}, got {self.app!r}."
+            )
+        if self.tuner not in TUNERS:
+            raise ValueError(
+                "Received an invalid value for argument tuner, expected one "
+                f"of {list(TUNERS)}, got {self.tuner!r}."
+            )
+        for name in (
+            "max_trials",
+            "epochs",
+            "batch_size",
+            "baseline_units",
+            "max_consecutive_failed_trials",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                value = None
+            if value is None or value < 1:
+                raise ValueError(
+                    f"Received an invalid value for argument {name}, "
+                    f"expected a positive integer, got {getattr(self, name)!r}."
+                )
+        if not isinstance(self.space, SearchSpace):
+            raise TypeError(
+                "Expected argument space to be a SearchSpace, got "
+                f"{self.space!r}."
+            )
+
+    def to_dict(self):
+        config = dataclasses.asdict(self)
+        config["space"] = self.space.to_dict()
+        return config
+
+    def train_config(self):
+        """The `TrainConfig` whose data loading the search shares."""
+        return runner.TrainConfig(
+            app=self.app,
+            data=self.data,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            validation_fraction=self.validation_fraction,
+            max_train_examples=self.max_train_examples,
+            tfds_data_dir=self.tfds_data_dir,
+            holdout_speaker=self.holdout_speaker,
+        )
+
+
+# ------------------------------------------------------------------ roles
+
+
+def distributed_role():
+    """`"chief"`, `"worker"` or `None`, from KerasTuner's variables."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
+    return "chief" if "chief" in tuner_id else "worker"
+
+
+# ------------------------------------------------------------------ setup
+
+
+def prepare_directory(config, tune_dir):
+    """Creates `tune_dir`, or checks that it holds the same search.
+
+    Raises:
+        resume.StateFileError: `tune_dir` holds a search with other
+            settings, or a corrupt state file.
+    """
+    project_dir = os.path.join(tune_dir, PROJECT)
+    settings_path = os.path.join(tune_dir, "tune_config.json")
+    worker = distributed_role() == "worker"
+    if config.overwrite and not worker:
+        for name in (PROJECT, "baseline", "best"):
+            shutil.rmtree(os.path.join(tune_dir, name), ignore_errors=True)
+        for name in report.OUTPUTS + ("tune_config.json",):
+            path = os.path.join(tune_dir, name)
+            if os.path.exists(path):
+                os.remove(path)
+    os.makedirs(tune_dir, exist_ok=True)
+    settings = {
+        k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES
+    }
+    if os.path.exists(settings_path):
+        try:
+            with open(settings_path) as f:
+                previous = json.load(f)
+        except json.JSONDecodeError as error:
+            raise resume.StateFileError(
+                f"The tuning state file {settings_path!r} is corrupt or "
+                f"truncated ({error}). To recover, delete it (the search "
+                "resumes if the settings are unchanged) or run the same "
+                "command with --overwrite."
+            ) from error
+        changed = sorted(
+            k for k in settings if previous.get(k) != _jsonable(settings[k])
+        )
+        if changed:
+            raise resume.StateFileError(
+                f"{tune_dir!r} holds a search with other settings "
+                f"({', '.join(changed)} differ); resume it with the same "
+                "arguments, use another --dir, or pass --overwrite to start "
+                "over."
+            )
+    elif not worker:
+        reports.write_json(settings, settings_path)
+    resume.check_state_files(project_dir, tune_dir)
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def load_data(config):
+    """The splits and the batched datasets a search trains and scores on.
+
+    Returns:
+        `(splits, data)`: `data` holds `train` (unbatched, cached),
+        `num_train`, `validation`, `test` and `train_evaluation` (the first
+        `len(validation)` training examples, batched, for the inference-mode
+        training loss).
+    """
+    splits = runner.load_splits(config.train_config())
+    modality = runner.MODALITY[config.app]
+    n_eval = min(
+        splits.num_examples["train"], splits.num_examples["validation"]
+    )
+    data = {
+        "train": splits.train,
+        "num_train": splits.num_examples["train"],
+        "validation": pipelines.evaluation_batches(
+            splits.validation, modality, config.batch_size
+        ),
+        "test": pipelines.evaluation_batches(
+            splits.test, modality, config.batch_size
+        ),
+        "train_evaluation": pipelines.evaluation_batches(
+            splits.train.take(n_eval), modality, config.batch_size
+        ),
+    }
+    return splits, data
+
+
+def make_hypermodel(config, splits, fixed_options=None, hypermodel_class=None):
+    """The application's hypermodel, adapted to the training inputs.
+
+    `hypermodel_class` defaults to `HYPERMODELS[config.app]`.
+    """
+    decay_steps = None
+    if quality.ANNEAL[config.app]:
+        steps = pipelines.steps_per_epoch(
+            splits.num_examples["train"], config.batch_size
+        )
+        decay_steps = config.epochs * steps
+    hypermodel_class = hypermodel_class or HYPERMODELS[config.app]
+    return hypermodel_class(
+        splits.class_names,
+        sample_rate=splits.sample_rate,
+        adapt_data=pipelines.inputs_only(splits.train),
+        space=config.space,
+        fixed_options=(
+            config.fixed_options if fixed_options is None else fixed_options
+        ),
+        decay_steps=decay_steps,
+        seed=config.seed,
+    )
+
+
+def check_tensorboard():
+    """Fails early when KerasTuner's per-trial TensorBoard import would.
+
+    KerasTuner 1.4.8 imports `tensorboard.plugins.hparams` in every trial on
+    the TensorFlow backend, and TensorFlow 2.21 no longer installs
+    TensorBoard: without it every trial fails with the same ImportError.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
+    try:
+        from tensorboard.plugins.hparams import api  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "Tuning on TensorFlow needs TensorBoard (KerasTuner imports "
+            "tensorboard.plugins.hparams for every trial): pip install "
+            "'lstm_keras[apps,tune]' or pip install tensorboard."
+        ) from error
+
+
+def make_tuner(config, hypermodel, tune_dir):
+    """The resumable KerasTuner tuner of `config.tuner` in `tune_dir`."""
+    check_tensorboard()
+    common = dict(
+        objective=OBJECTIVE,
+        seed=config.seed + 1,  # KerasTuner reads a seed of 0 as "random".
+        max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+    )
+    if config.tuner == "hyperband":
+        oracle = resume.ORACLES["hyperband"](
+            max_epochs=config.epochs, factor=3, **common
+        )
+    else:
+        oracle = resume.ORACLES[config.tuner](
+            max_trials=config.max_trials, **common
+        )
+    return resume.TUNERS[config.tuner](
+        oracle=oracle,
+        hypermodel=hypermodel,
+        directory=tune_dir,
+        project_name=PROJECT,
+        overwrite=False,
+    )
+
+
+# ----------------------------------------------------------------- search
+
+
+def tune(config, tune_dir, hypermodel_class=None):
+    """Runs (or resumes) the search of `config`; see the module docstring.
+
+    Runs with TF's deterministic ops, so a trial run twice (resumed) gives
+    the same numbers.
+
+    Args:
+        config: A `TuneConfig`.
+        tune_dir: The tuning folder (created if missing).
+        hypermodel_class: Optional subclass of the application's
+            hypermodel class (`HYPERMODELS[config.app]`) to search with;
+            made with the same arguments. The baseline uses it too.
+
+    Returns:
+        The dict written to `summary.json`, or `None` in a worker process.
+    """
+    with runner.deterministic_ops():
+        return _tune(config, tune_dir, hypermodel_class)
+
+
+def _tune(config, tune_dir, hypermodel_class):
+    prepare_directory(config, tune_dir)
+    splits, data = load_data(config)
+    hypermodel = make_hypermodel(
+        config, splits, hypermodel_class=hypermodel_class
+    )
+    tuner = make_tuner(config, hypermodel, tune_dir)
+    tuner.search(
+        data["train"],
+        validation=data["validation"],
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        num_train=data["num_train"],
+        train_evaluation=data["train_evaluation"],
+        verbose=config.verbose,
+    )
+    if distributed_role() == "worker":
+        return None
+    return finish(config, tune_dir, tuner, splits, data, hypermodel_class)
+
+
+def finish(config, tune_dir, tuner, splits, data, hypermodel_class=None):
+    """Baseline, best model export and the report, after the search."""
+    oracle = tuner.oracle
+    rows = report.trial_rows(oracle, os.path.join(tune_dir, PROJECT))
+    report.write_results_csv(rows, os.path.join(tune_dir, "results.csv"))
+    completed = [r for r in rows if r["status"] == "COMPLETED"]
+    if not completed:
+        raise RuntimeError(
+            f"No trial of the search in {tune_dir!r} completed; see the "
+            "messages in results.csv."
+        )
+    baseline = None
+    if config.baseline:
+        baseline = train_baseline(
+            config, tune_dir, splits, data, hypermodel_class
+        )
+    best = export_best(config, tune_dir, tuner, splits, data)
+    return report.write_report(
+        config, tune_dir, rows, best, baseline, oracle.objective.name
+    )
+
+
+def baseline_hyperparameters(config):
+    """The baseline's values of the tuned hyperparameters."""
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("units", config.baseline_units)
+    hp.Fixed("num_layers", 1)
+    hp.Fixed("dropout", 0.0)
+    hp.Fixed("recurrent_dropout", 0.0)
+    hp.Fixed("learning_rate", TASKS[config.app].default_learning_rate)
+    if config.space.layer_norm:
+        hp.Fixed("layer_norm", False)
+    return hp
+
+
+def train_baseline(config, tune_dir, splits, data, hypermodel_class=None):
+    """Trains (once) the untuned baseline: wide, no dropout, same budget.
+
+    Its dropouts outside the LSTM (embedding, words, head) are zero too;
+    the other fixed options are the search's.
+
+    Returns:
+        `result.json`'s dict: the trial numbers, `test_accuracy`,
+        `test_loss` and `hyperparameters`.
+    """
+    out = os.path.join(tune_dir, "baseline")
+    result_path = os.path.join(out, "result.json")
+    if os.path.exists(result_path):
+        with open(result_path) as f:
+            return json.load(f)
+    os.makedirs(out, exist_ok=True)
+    fixed = dict(config.fixed_options)
+    fixed.update({name: 0.0 for name in DROPOUT_OPTIONS[config.app]})
+    hypermodel = make_hypermodel(
+        config, splits, fixed_options=fixed, hypermodel_class=hypermodel_class
+    )
+    hp = baseline_hyperparameters(config)
+    keras.backend.clear_session()
+    model = hypermodel.build(hp)
+    checkpoint = os.path.join(out, "best.weights.h5")
+    numbers = hypermodel.fit(
+        hp,
+        model,
+        data["train"],
+        validation=data["validation"],
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        num_train=data["num_train"],
+        train_evaluation=data["train_evaluation"],
+        callbacks=[
+            keras.callbacks.ModelCheckpoint(
+                checkpoint,
+                monitor="val_accuracy",
+                mode="max",
+                save_best_only=True,
+                save_weights_only=True,
+            )
+        ],
+        trial_dir=out,
+        verbose=config.verbose,
+    )
+    model.load_weights(checkpoint)
+    tested = runner.evaluate(model, data["test"], len(splits.class_names))
+    result = {
+        **numbers,
+        "test_accuracy": tested["test_accuracy"],
+        "test_loss": tested["test_loss"],
+        "hyperparameters": dict(hp.values),
+        "fixed_options": fixed,
+        "params": model.count_params(),
+    }
+    reports.write_json(result, result_path)
+    return result
+
+
+def export_best(config, tune_dir, tuner, splits, data):
+    """The best trial's model (weights of its best epoch), tested and
+    exported like a training run into `tune_dir/best/`."""
+    trial = tuner.oracle.get_best_trials(1)[0]
+    model = tuner.load_model(trial)
+    tested = runner.evaluate(model, data["test"], len(splits.class_names))
+    out = os.path.join(tune_dir, "best")
+    os.makedirs(out, exist_ok=True)
+    trial_dir = os.path.join(tune_dir, PROJECT, f"trial_{trial.trial_id}")
+    history = read_records(os.path.join(trial_dir, "history.json"))
+    metrics = {
+        "app": config.app,
+        "source": splits.source,
+        "layout": splits.layout,
+        "class_names": splits.class_names,
+        "sample_rate": splits.sample_rate,
+        "num_examples": splits.num_examples,
+        "trial_id": trial.trial_id,
+        "hyperparameters": dict(trial.hyperparameters.values),
+        **{
+            name: trial.metrics.get_last_value(name)
+            for name in trial.metrics.metrics
+        },
+        **tested,
+        "history": history,
+        "params": model.count_params(),
+        "tune_config": config.to_dict(),
+    }
+    if history and "val_loss" in history[0]:
+        reports.plot_learning_curves(
+            history,
+            os.path.join(out, "learning_curves.png"),
+            f"best trial {trial.trial_id}: {config.app} on {splits.source}",
+        )
+    runner.save_model(model, os.path.join(out, "model.keras"))
+    runner.export_serving(model, os.path.join(out, "serving", "1"))
+    # Last: its presence says the export finished.
+    reports.write_json(metrics, os.path.join(out, "metrics.json"))
+    return metrics

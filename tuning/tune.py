@@ -1,0 +1,259 @@
+"""Command line: search dropout, size and learning rate of an application.
+
+Examples:
+    lstm-keras-tune sentiment --data sample --dir runs/tune_sample --max-trials 4
+    lstm-keras-tune sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 \\
+        --max-train-examples 20000 --epochs 3 --max-trials 8
+    lstm-keras-tune speech --data ../shared/data/fsdd --dir runs/tune_fsdd \\
+        --tuner bayesian --units 32:128 --dropout 0:0.3
+    python -m tuning sentiment --data sample --dir runs/t --space space.json
+"""
+
+import argparse
+import json
+import sys
+
+EXAMPLES = """\
+examples:
+  lstm-keras-tune sentiment --data sample --dir runs/tune_sample --max-trials 4
+  lstm-keras-tune sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 \\
+      --max-train-examples 20000 --epochs 3 --max-trials 8
+  lstm-keras-tune speech --data ../shared/data/fsdd --dir runs/tune_fsdd \\
+      --tuner bayesian --units 32:128 --dropout 0:0.3
+  python -m tuning sentiment --data sample --dir runs/t --space space.json
+
+SOURCE is what lstm-keras-train takes: "sample", a TFDS name or a local
+directory. Bounds are LOW:HIGH (both included); a --space JSON file holds
+{"units": [32, 256], "dropout": [0.0, 0.5], ...} and the flags override it.
+
+TUNE_DIR receives results.csv (one row per trial), overfitting.png,
+report.md and summary.json (the best trial beside an untuned baseline:
+--baseline-units units, no dropout, the same epochs), and best/ (the best
+model: model.keras, serving/1/, metrics.json). Running the same command
+again after an interruption resumes the search: finished trials are kept,
+the interrupted one runs again.
+
+Distributed: start the same command once with KERASTUNER_TUNER_ID=chief
+and once per worker with KERASTUNER_TUNER_ID=worker0, worker1, ..., all
+with KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set to the chief's
+address; TUNE_DIR must be a folder all of them share. The oracle's gRPC
+port is unauthenticated: keep it on a private network.
+"""
+
+# Tuned hyperparameters: (flag, help). Values are LOW:HIGH.
+BOUND_FLAGS = [
+    (
+        "units",
+        "LSTM units per direction, powers of 2 from LOW (default 32:256)",
+    ),
+    ("num_layers", "stacked LSTM layers (default 1:2)"),
+    ("dropout", "LSTM input dropout, steps of 0.1 (default 0:0.5)"),
+    ("recurrent_dropout", "LSTM dropout on h_prev (default 0:0.3)"),
+    ("learning_rate", "Adam's rate, log-uniform (default 3e-4:1e-2)"),
+]
+
+
+def _range(text):
+    from lstm_keras.tuning.search_space import parse_range
+
+    try:
+        return parse_range(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="lstm-keras-tune",
+        description=(
+            "Search dropout, recurrent dropout, size (units, layers) and the "
+            "learning rate of the sentiment or speech application with "
+            "KerasTuner, and compare the best trial with an untuned "
+            "baseline. Resumable; distributed with KerasTuner's chief and "
+            "workers."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("app", choices=("sentiment", "speech"))
+    parser.add_argument(
+        "--data", required=True, metavar="SOURCE", help="see below"
+    )
+    parser.add_argument(
+        "--dir", required=True, metavar="TUNE_DIR", help="the search's folder"
+    )
+    parser.add_argument(
+        "--tuner",
+        choices=("random", "hyperband", "bayesian"),
+        default="random",
+        help="search algorithm (default random)",
+    )
+    parser.add_argument(
+        "--max-trials",
+        type=int,
+        default=8,
+        help="most trials (random, bayesian; default 8)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="epochs per trial, and the baseline's (default 3)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of split, oracle, weights, dropout, batches (default 0)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="batch size (default 64)"
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training data held out (default 0.1)",
+    )
+    parser.add_argument(
+        "--max-train-examples",
+        type=int,
+        default=None,
+        help="train on a random subset of this size (default: all)",
+    )
+    parser.add_argument("--tfds-data-dir", default=None, help="TFDS folder")
+    parser.add_argument(
+        "--holdout-speaker",
+        default=None,
+        help="FSDD: this speaker's clips are the test set",
+    )
+    space = parser.add_argument_group("search space (LOW:HIGH)")
+    space.add_argument(
+        "--space",
+        default=None,
+        metavar="JSON_FILE",
+        help="bounds from a JSON file; the flags below override it",
+    )
+    for name, text in BOUND_FLAGS:
+        space.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_range,
+            default=None,
+            metavar="LOW:HIGH",
+            help=text,
+        )
+    space.add_argument(
+        "--layer-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also try the layer-normalized LSTM cell (default: no)",
+    )
+    parser.add_argument(
+        "--model-options",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="untuned model options, e.g. '{\"embedding_dim\": 64}'",
+    )
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the untuned baseline (default: yes)",
+    )
+    parser.add_argument(
+        "--baseline-units",
+        type=int,
+        default=256,
+        help="the baseline's units (default 256)",
+    )
+    parser.add_argument(
+        "--max-consecutive-failed-trials",
+        type=int,
+        default=3,
+        help="stop after this many failed trials in a row (default 3)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete a previous search in TUNE_DIR and start over",
+    )
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=2,
+        choices=(0, 1, 2),
+        help="Keras progress: 2 a line per epoch (default), 1 a bar",
+    )
+    return parser.parse_args(argv)
+
+
+def config_from_args(args):
+    from lstm_keras.tuning import SearchSpace
+    from lstm_keras.tuning import TuneConfig
+
+    space = SearchSpace.from_overrides(
+        args.space,
+        **{name: getattr(args, name) for name, _ in BOUND_FLAGS},
+        layer_norm=args.layer_norm,
+    )
+    return TuneConfig(
+        app=args.app,
+        data=args.data,
+        tuner=args.tuner,
+        max_trials=args.max_trials,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        max_train_examples=args.max_train_examples,
+        tfds_data_dir=args.tfds_data_dir,
+        holdout_speaker=args.holdout_speaker,
+        space=space,
+        fixed_options=args.model_options or {},
+        baseline=args.baseline,
+        baseline_units=args.baseline_units,
+        max_consecutive_failed_trials=args.max_consecutive_failed_trials,
+        overwrite=args.overwrite,
+        verbose=args.verbose,
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (TypeError, ValueError) as error:
+        print(f"lstm-keras-tune: error: {error}", file=sys.stderr)
+        return 2
+    from lstm_keras.tuning import StateFileError
+    from lstm_keras.tuning import tune
+
+    try:
+        summary = tune(config, args.dir)
+    except StateFileError as error:
+        print(f"lstm-keras-tune: error: {error}", file=sys.stderr)
+        return 2
+    if summary is None:
+        print("worker: search finished; the chief writes the report")
+        return 0
+    best, base = summary["best"], summary["baseline"]
+    print(
+        f"\nbest trial {best['trial_id']}: val accuracy "
+        f"{best['val_accuracy']:.4f}, gap {best['gap']:.4f}, test accuracy "
+        f"{best['test_accuracy']:.4f}"
+    )
+    if base is not None:
+        print(
+            f"baseline: val accuracy {base['val_accuracy']:.4f}, gap "
+            f"{base['gap']:.4f}, test accuracy {base['test_accuracy']:.4f}"
+        )
+    print(
+        f"wrote {args.dir}/results.csv, overfitting.png, report.md, "
+        "summary.json, best/"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
