@@ -70,7 +70,8 @@ eval: $(VENV)/.installed-test
 ## tune: KerasTuner search on SST-2 against an untuned baseline (~20 min on 2 cores)
 tune: $(VENV)/.installed-test
 	$(PY) -m tuning sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 \
-	    --max-train-examples 20000 --epochs 3 --max-trials 8 --seed 0
+	    --max-train-examples 20000 --epochs 3 --max-trials 8 --seed 0 \
+	    --model-options '{"pooling": "last", "embedding_dim": 128, "subword_buckets": 0}'
 
 ## bench: speed and memory against keras.layers.LSTM (TF, JAX) and torch.nn.LSTM; results in benchmarks/results/
 bench: $(VENV)/.installed-test

@@ -226,11 +226,15 @@ def test_members_average_their_probabilities():
         SentimentClassifier(num_members=0)
 
 
+# The layers each ensemble member owns (a suffix "_i" for member i > 0).
+MEMBER_LAYERS = ("embedding", "subword_embedding", "backbone", "probabilities")
+
+
 def member_alone(ensemble, index, **kwargs):
     """A one-member model holding member `index`'s weights of `ensemble`."""
     alone = small_model(**kwargs)
     suffix = f"_{index}" if index else ""
-    for name in ("embedding", "backbone", "probabilities"):
+    for name in MEMBER_LAYERS:
         weights = ensemble.get_layer(name + suffix).get_weights()
         alone.get_layer(name).set_weights(weights)
     return alone
@@ -259,7 +263,7 @@ def test_members_train_on_their_own_losses():
         suffix = f"_{index}" if index else ""
         member_weights = [
             w
-            for name in ("embedding", "backbone", "probabilities")
+            for name in MEMBER_LAYERS
             for w in ensemble.get_layer(name + suffix).trainable_weights
         ]
         grads = tape.gradient(ensemble_loss, member_weights)
@@ -299,7 +303,7 @@ def test_fit_steps_each_member_as_if_alone():
     before = predict(alone, TEXTS)
     ensemble.train_on_batch(texts, labels)
     alone.train_on_batch(texts, labels)
-    for name in ("embedding", "backbone", "probabilities"):
+    for name in MEMBER_LAYERS:
         for got, expected in zip(
             ensemble.get_layer(name + "_1").get_weights(),
             alone.get_layer(name).get_weights(),

@@ -10,6 +10,7 @@ import keras_tuner
 import numpy as np
 import pytest
 
+from lstm_keras.applications import DEFAULT_OPTIONS
 from lstm_keras.tuning import SearchSpace
 from lstm_keras.tuning import SentimentHyperModel
 from lstm_keras.tuning import SpeechHyperModel
@@ -102,15 +103,16 @@ def test_sentiment_hypermodel_defaults_and_built_model():
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     # Every hyperparameter is named, with the application's defaults.
+    default_units = DEFAULT_OPTIONS["sentiment"]["units"]
     assert hp.values == {
-        "units": 128,
+        "units": default_units,
         "num_layers": 1,
         "dropout": 0.2,
         "recurrent_dropout": 0.0,
         "learning_rate": 3e-3,
     }
     config = model.get_config()
-    assert (config["units"], config["num_layers"]) == (128, 1)
+    assert (config["units"], config["num_layers"]) == (default_units, 1)
     assert (config["dropout"], config["recurrent_dropout"]) == (0.2, 0.0)
     assert config["embedding_dim"] == 8 and config["seed"] == 0
     assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
@@ -143,7 +145,11 @@ def test_space_values_and_defaults_stay_in_bounds():
     space = SearchSpace(units=(48, 200), dropout=(0.3, 0.5))
     hp = keras_tuner.HyperParameters()
     SentimentHyperModel(["a", "b"], space=space).build(hp)
-    assert hp.values["units"] == 96  # 48 * 2 <= 128; 192 > 128
+    # The grid is 48, 96, 192; the default snaps to the largest at or
+    # below it (256 -> 192, 128 -> 96).
+    default = DEFAULT_OPTIONS["sentiment"]["units"]
+    expected_units = max(u for u in (48, 96, 192) if u <= default)
+    assert hp.values["units"] == expected_units
     assert hp.values["dropout"] == 0.3  # the default 0.2 clipped
     units = hp.get_config()["space"][0]["config"]
     assert units["min_value"] == 48 and units["max_value"] == 200
@@ -152,7 +158,7 @@ def test_space_values_and_defaults_stay_in_bounds():
         .build(keras_tuner.HyperParameters())
         .get_config()["units"]
     }
-    assert values == {96}
+    assert values == {expected_units}
 
 
 def test_hypermodel_argument_errors():

@@ -41,7 +41,7 @@ MODEL_OPTIONS = [
     ),
     ("vocabulary_size", int, "sentiment: vocabulary size"),
     ("max_length", int, "sentiment: tokens kept per text"),
-    ("pooling", str, "sentiment: 'last' (state after the last token) or 'max'"),
+    ("pooling", str, "sentiment: 'max' (over the outputs) or 'last' (state)"),
     ("num_members", int, "sentiment: independently trained ensemble members"),
     ("frame_length", int, "speech: STFT frame length (samples)"),
     ("frame_step", int, "speech: STFT hop (samples)"),

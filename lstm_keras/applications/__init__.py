@@ -2,7 +2,9 @@
 
 Both are functional Keras models that take raw inputs (strings, mono
 waveforms), hold their preprocessing inside, share `LSTMBackbone`, and
-return class probabilities from the last hidden state:
+return class probabilities from its hidden states (speech: the last one;
+sentiment: by default their maximum over the text's tokens, which SST-2
+rewards, or the last with `pooling="last"`):
 
 ```python
 model = build_classifier("sentiment", class_names=["negative", "positive"])
