@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import lstm_keras  # noqa: F401  (registers the serializable classes)
 from lstm_keras.applications import DEFAULT_OPTIONS
+from lstm_keras.applications import LSTMBackbone
 from lstm_keras.applications import MaxPoolingBackbone
 from lstm_keras.applications import SentimentClassifier
 from lstm_keras.applications import build_classifier
@@ -347,3 +348,20 @@ def test_max_pooling_backbone_pools_real_steps_only(bidirectional, num_layers):
     np.testing.assert_array_equal(outputs[1], 0.0)
     with pytest.raises(ValueError, match="pooling"):
         SentimentClassifier(pooling="mean")
+
+
+def test_config_saved_before_pooling_and_subwords_loads_as_it_was():
+    # A `.keras` file written before `pooling` and `subword_buckets` existed
+    # holds neither; it must rebuild the architecture it was saved with.
+    model = small_model(pooling="last", subword_buckets=0)
+    config = model.get_config()
+    del config["pooling"], config["subword_buckets"]
+    clone = SentimentClassifier.from_config(config)
+    assert isinstance(clone.backbone, LSTMBackbone)
+    assert not isinstance(clone.backbone, MaxPoolingBackbone)
+    assert "subword_embedding" not in [layer.name for layer in clone.layers]
+    clone.adapt(TEXTS)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(
+        predict(clone, TEXTS), predict(model, TEXTS), atol=1e-6
+    )

@@ -333,6 +333,14 @@ class SentimentClassifier(Classifier):
         texts = batched_inputs(data, 0, "text", batch_size)
         self.vectorizer.adapt(texts.map(self.standardizer))
 
+    # Options added after the first release, with the value that reproduces
+    # a model saved before them (their defaults have since changed).
+    OPTIONS_BEFORE_THEY_EXISTED = {"pooling": "last", "subword_buckets": 0}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**cls.OPTIONS_BEFORE_THEY_EXISTED, **config})
+
     def vocabulary(self):
         """The adapted vocabulary: `["", "[UNK]", most frequent, ...]`."""
         return self.vectorizer.get_vocabulary()
