@@ -1,7 +1,9 @@
-"""Command-line arguments the long-range commands share.
+"""Command-line arguments the commands share.
 
 `adding_demo`, `gradflow` and `long_range_table` train the same models on the
 same synthetic tasks; their budgets differ, so each passes its defaults.
+`lstm-keras-train` and `lstm-keras-tune` read the applications' data the same
+way (`add_data_arguments`).
 """
 
 import argparse
@@ -72,4 +74,34 @@ def add_verbose_argument(parser, default=2):
         choices=(0, 1, 2),
         help=f"Keras progress output (default {default}: "
         + ("a line per epoch)" if default == 2 else "a bar)"),
+    )
+
+
+def add_data_arguments(parser):
+    """Adds how an application's data is split and read.
+
+    `--validation-fraction`, `--max-train-examples`, `--tfds-data-dir` and
+    `--holdout-speaker`, as `lstm_keras.datasets.load_dataset` takes them.
+    """
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training data held out (default 0.1)",
+    )
+    parser.add_argument(
+        "--max-train-examples",
+        type=int,
+        default=None,
+        help="train on a random subset of this size (default: all)",
+    )
+    parser.add_argument(
+        "--tfds-data-dir",
+        default=None,
+        help="TFDS data directory (default: TFDS's, ~/tensorflow_datasets)",
+    )
+    parser.add_argument(
+        "--holdout-speaker",
+        default=None,
+        help="FSDD: this speaker's clips are the test set",
     )

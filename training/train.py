@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from training import arguments
+
 EXAMPLES = """\
 examples:
   lstm-keras-train sentiment --data sample --out runs/sst2
@@ -84,28 +86,7 @@ def parse_args(argv=None):
         default=0,
         help="seed of split, weights, dropout, batch order (default 0)",
     )
-    parser.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=0.1,
-        help="share of the training data held out (default 0.1)",
-    )
-    parser.add_argument(
-        "--max-train-examples",
-        type=int,
-        default=None,
-        help="train on a random subset of this size (default: all)",
-    )
-    parser.add_argument(
-        "--tfds-data-dir",
-        default=None,
-        help="TFDS data directory (default: TFDS's, ~/tensorflow_datasets)",
-    )
-    parser.add_argument(
-        "--holdout-speaker",
-        default=None,
-        help="FSDD: this speaker's clips are the test set",
-    )
+    arguments.add_data_arguments(parser)
     parser.add_argument(
         "--strategy",
         choices=("default", "mirrored", "multi_worker"),

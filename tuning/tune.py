@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from training import arguments
+
 EXAMPLES = """\
 examples:
   lstm-keras-tune sentiment --data sample --dir runs/tune_sample --max-trials 4
@@ -109,24 +111,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--batch-size", type=int, default=64, help="batch size (default 64)"
     )
-    parser.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=0.1,
-        help="share of the training data held out (default 0.1)",
-    )
-    parser.add_argument(
-        "--max-train-examples",
-        type=int,
-        default=None,
-        help="train on a random subset of this size (default: all)",
-    )
-    parser.add_argument("--tfds-data-dir", default=None, help="TFDS folder")
-    parser.add_argument(
-        "--holdout-speaker",
-        default=None,
-        help="FSDD: this speaker's clips are the test set",
-    )
+    arguments.add_data_arguments(parser)
     space = parser.add_argument_group("search space (LOW:HIGH)")
     space.add_argument(
         "--space",
