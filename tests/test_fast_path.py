@@ -226,6 +226,48 @@ def test_stateful_matches_generic(kernels, fast_path_calls, rng):
     assert len(fast_path_calls) >= 2
 
 
+@pytest.mark.parametrize(
+    "batch, timesteps", [(9, 150), (1100, 2)], ids=["long", "wide"]
+)
+def test_weight_gradients_over_many_samples(
+    kernels, fast_path_calls, rng, batch, timesteps
+):
+    # The grad op sums dW and dU over 512 (row, step) samples at a time:
+    # "long" needs several such sums per thread, "wide" more rows per
+    # thread than one sum holds. Left padding leaves masked samples out.
+    x = rng.normal(size=(batch, timesteps, FEATURES)).astype("float32")
+    mask = np.ones((batch, timesteps), bool)
+    mask[::3, : timesteps // 2] = False
+    _assert_fast_equals_generic(
+        lambda: lstm_keras.LSTM(UNITS, return_sequences=True),
+        x,
+        fast_path_calls,
+        mask=mask,
+    )
+
+
+def test_weight_gradients_when_the_inputs_need_none(
+    kernels, fast_path_calls, rng
+):
+    # Unwatched inputs tell the grad op to skip their gradient (a tape's
+    # `skip_input_indices`); the weights' gradients must not change.
+    x = tf.constant(rng.normal(size=(BATCH, TIMESTEPS, FEATURES)), tf.float32)
+    layer = lstm_keras.LSTM(UNITS, return_sequences=True)
+    layer(x)
+
+    def weight_gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x) * np.linspace(0.5, 1.5, UNITS))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    got = weight_gradients()
+    assert fast_path_calls
+    with dispatch.fast_paths_disabled():
+        expected = weight_gradients()
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), **TOLERANCE)
+
+
 def test_gradient_of_a_forward_pass_that_saved_nothing(
     kernels, fast_path_calls, rng
 ):

@@ -3,8 +3,8 @@
 `lstm_sequence` runs the layer with the custom ops of `lstm_kernels.cc`
 (built by `build.py`) and raises `NotImplementedError` for what they do not
 cover, so that dispatch falls back to the generic path. The gradient is
-registered here: the grad op gives `dz`, the gates' pre-activation
-gradients, and the weight and input gradients are big TensorFlow matmuls.
+registered here: the grad op runs backpropagation through time and returns
+every gradient (inputs, weights, bias, initial states).
 """
 
 import functools
@@ -108,9 +108,9 @@ def _sequence_grad(op, d_outputs, d_h_last, d_c_last, *unused):
         for name in ("go_backwards", "zero_output_for_mask")
     }
     if op.get_attr("save_for_backward"):
-        h_seq, c_seq, gates = op.outputs[3:]
+        h_prev, c_seq, gates = op.outputs[3:]
     else:
-        _, _, _, h_seq, c_seq, gates = kernels.lstm_keras_sequence(
+        _, _, _, h_prev, c_seq, gates = kernels.lstm_keras_sequence(
             *op.inputs,
             return_sequences=op.get_attr("return_sequences"),
             save_for_backward=True,
@@ -120,34 +120,37 @@ def _sequence_grad(op, d_outputs, d_h_last, d_c_last, *unused):
     def zeros_if_none(grad, like):
         return tf.zeros_like(like) if grad is None else grad
 
-    d_z, d_h0, d_c0 = kernels.lstm_keras_sequence_grad(
-        recurrent_kernel=recurrent_kernel,
-        c0=c0,
-        mask=mask,
-        c_seq=c_seq,
-        gates=gates,
-        d_outputs=zeros_if_none(d_outputs, op.outputs[0]),
-        d_h_last=zeros_if_none(d_h_last, h0),
-        d_c_last=zeros_if_none(d_c_last, c0),
-        **attrs,
+    # A tape tells which inputs need no gradient (`skip_input_indices`): the
+    # first layer's inputs usually do not, and their product by W^T is
+    # then skipped.
+    skipped = getattr(op, "skip_input_indices", None) or ()
+    compute_d_x = 0 not in skipped
+    d_x, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0 = (
+        kernels.lstm_keras_sequence_grad(
+            x=x,
+            kernel=kernel,
+            recurrent_kernel=recurrent_kernel,
+            c0=c0,
+            mask=mask,
+            h_prev_seq=h_prev,
+            c_seq=c_seq,
+            gates=gates,
+            d_outputs=zeros_if_none(d_outputs, op.outputs[0]),
+            d_h_last=zeros_if_none(d_h_last, h0),
+            d_c_last=zeros_if_none(d_c_last, c0),
+            compute_d_x=compute_d_x,
+            **attrs,
+        )
     )
-    units = tf.shape(h0)[1]
-    input_dim = tf.shape(x)[2]
-    # h_prev of each step, in processing order like d_z.
-    h_prev = tf.concat([h0[:, None], h_seq[:, :-1]], axis=1)
-    d_z_flat = tf.reshape(d_z, [-1, 4 * units])
-    d_recurrent_kernel = tf.matmul(
-        tf.reshape(h_prev, [-1, units]), d_z_flat, transpose_a=True
+    return (
+        d_x if compute_d_x else None,
+        d_kernel,
+        d_bias,
+        d_recurrent_kernel,
+        d_h0,
+        d_c0,
+        None,
     )
-    if attrs["go_backwards"]:
-        d_z = tf.reverse(d_z, axis=[1])
-        d_z_flat = tf.reshape(d_z, [-1, 4 * units])
-    d_kernel = tf.matmul(
-        tf.reshape(x, [-1, input_dim]), d_z_flat, transpose_a=True
-    )
-    d_bias = tf.reduce_sum(d_z_flat, axis=0)
-    d_x = tf.reshape(tf.matmul(d_z_flat, kernel, transpose_b=True), tf.shape(x))
-    return d_x, d_kernel, d_bias, d_recurrent_kernel, d_h0, d_c0, None
 
 
 try:

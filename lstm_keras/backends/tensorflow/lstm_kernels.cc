@@ -6,14 +6,16 @@
 // (gate order input, forget, candidate, output; sigmoid and tanh). Masked
 // steps keep h and c and output zeros (zero_output_for_mask) or the previous
 // output, as dispatch.generic_lstm_sequence does. With save_for_backward it
-// also returns the activated gates and the cell states, which
-// LstmKerasSequenceGrad needs; without, its memory does not grow with T
-// beyond the outputs asked for.
+// also returns what LstmKerasSequenceGrad and the weight gradients need: the
+// activated gates (computed in place in that output), the cell states c_t
+// and the states h_prev entering each step; without, its memory does not
+// grow with T beyond the outputs asked for.
 //
 // LstmKerasSequenceGrad runs backpropagation through time and returns the
-// gradient of the gates' pre-activations dz (processing order), and the
-// gradients of h_0 and c_0. The weight gradients are big matmuls that
-// TensorFlow does outside (dU = h_prev^T dz, dW = x^T dz, db = sum dz).
+// gradient of the gates' pre-activations dz (processing order), its sum over
+// rows and steps (the bias gradient), and the gradients of h_0 and c_0. The
+// other weight gradients are big matmuls that TensorFlow does outside
+// (dU = h_prev^T dz, dW = x^T dz).
 //
 // The recurrence is independent per batch row, so both ops split the batch
 // into one contiguous block of rows per CPU worker thread, and each block
@@ -29,6 +31,7 @@
 // time when go_backwards).
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -90,13 +93,41 @@ class PackedMatrix {
   int64_t k_size() const { return k_size_; }
   int64_t n_size() const { return n_size_; }
   int64_t panels() const { return panels_; }
+  // Floats from one panel to the next.
+  int64_t panel_stride() const { return k_size_ * kPanel; }
   const float* panel(int64_t p) const {
-    return data_.data() + p * k_size_ * kPanel;
+    return data_.data() + p * panel_stride();
   }
 
  private:
   int64_t k_size_, n_size_, panels_;
   std::vector<float> data_;
+};
+
+// The right-hand operand B [K, N] of the products below, as panels of kPanel
+// columns: element (k, p * kPanel + j) is at
+// data[p * panel_stride + k * k_stride + j]: a PackedMatrix, or what
+// PackPanels writes.
+struct Panels {
+  const float* data;
+  int64_t panel_stride, k_stride, k_size, n_size;
+  int64_t panels() const { return (n_size + kPanel - 1) / kPanel; }
+  const float* panel(int64_t p) const { return data + p * panel_stride; }
+
+  static Panels Of(const PackedMatrix& b) {
+    return {b.panel(0), b.panel_stride(), kPanel, b.k_size(), b.n_size()};
+  }
+
+};
+
+// The left-hand operand A [rows, K], row-major: element (i, k) is at
+// data[i * row_stride + k].
+struct Rows {
+  const float* data;
+  int64_t row_stride;
+  Rows Offset(int64_t rows) const {
+    return {data + rows * row_stride, row_stride};
+  }
 };
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -105,31 +136,33 @@ class PackedMatrix {
 // the products in registers: MR * NP * 2 accumulators of 8 floats. Only the
 // first `width` columns of c are written (the last panel may be partial).
 template <int MR, int NP, bool kAccumulate>
-inline void MicroKernel(const float* a, int64_t lda, const float* panel,
-                        int64_t k_size, float* c, int64_t ldc,
-                        int64_t width) {
+inline void MicroKernel(Rows a, const Panels& b, const float* panel,
+                        float* c, int64_t ldc, int64_t width) {
   __m256 acc[MR][2 * NP];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 16
     for (int q = 0; q < 2 * NP; ++q) acc[i][q] = _mm256_setzero_ps();
   }
-  const int64_t panel_size = k_size * kPanel;
-  for (int64_t k = 0; k < k_size; ++k) {
-    __m256 b[2 * NP];
+  const float* a_k = a.data;
+  const float* b_k = panel;
+  for (int64_t k = 0; k < b.k_size; ++k) {
+    __m256 b_vectors[2 * NP];
 #pragma GCC unroll 16
     for (int q = 0; q < 2 * NP; ++q) {
-      b[q] = _mm256_loadu_ps(panel + (q / 2) * panel_size + k * kPanel +
-                             (q % 2) * 8);
+      b_vectors[q] =
+          _mm256_loadu_ps(b_k + (q / 2) * b.panel_stride + (q % 2) * 8);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const __m256 a_ik = _mm256_broadcast_ss(a + i * lda + k);
+      const __m256 a_ik = _mm256_broadcast_ss(a_k + i * a.row_stride);
 #pragma GCC unroll 16
       for (int q = 0; q < 2 * NP; ++q) {
-        acc[i][q] = _mm256_fmadd_ps(a_ik, b[q], acc[i][q]);
+        acc[i][q] = _mm256_fmadd_ps(a_ik, b_vectors[q], acc[i][q]);
       }
     }
+    ++a_k;
+    b_k += b.k_stride;
   }
   if (width >= NP * kPanel) {
 #pragma GCC unroll 16
@@ -172,18 +205,18 @@ inline void MicroKernel(const float* a, int64_t lda, const float* panel,
        // target has.
 
 template <int MR, int NP, bool kAccumulate>
-inline void MicroKernel(const float* a, int64_t lda, const float* panel,
-                        int64_t k_size, float* c, int64_t ldc,
-                        int64_t width) {
+inline void MicroKernel(Rows a, const Panels& b, const float* panel,
+                        float* c, int64_t ldc, int64_t width) {
   using Tile = Eigen::Matrix<float, MR, kPanel, Eigen::RowMajor>;
   const Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>> a_tile(
-      a, MR, k_size, Eigen::OuterStride<>(lda));
+      a.data, MR, b.k_size, Eigen::OuterStride<>(a.row_stride));
   for (int q = 0; q < NP; ++q) {
     const int64_t columns = std::min<int64_t>(width - q * kPanel, kPanel);
     if (columns <= 0) break;
     const Tile product =
-        a_tile * Eigen::Map<const RowMatrix>(panel + q * k_size * kPanel,
-                                             k_size, kPanel);
+        a_tile * Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>(
+                     panel + q * b.panel_stride, b.k_size, kPanel,
+                     Eigen::OuterStride<>(b.k_stride));
     for (int i = 0; i < MR; ++i) {
       float* out = c + i * ldc + q * kPanel;
       for (int64_t j = 0; j < columns; ++j) {
@@ -195,21 +228,19 @@ inline void MicroKernel(const float* a, int64_t lda, const float* panel,
 
 #endif  // defined(__AVX2__) && defined(__FMA__)
 
-// One row of c against panels [first, last), NP panels per kernel call so
+// MR rows of c against panels [first, last), NP panels per kernel call so
 // that a single row still keeps enough independent FMA chains in flight.
 template <int MR, int NP, bool kAccumulate>
-void PanelRange(const float* a, int64_t lda, const PackedMatrix& b,
-                int64_t first, int64_t last, float* c, int64_t ldc) {
+void PanelRange(Rows a, const Panels& b, int64_t first, int64_t last,
+                float* c, int64_t ldc) {
   int64_t p = first;
   for (; p + NP <= last; p += NP) {
-    MicroKernel<MR, NP, kAccumulate>(a, lda, b.panel(p), b.k_size(),
-                                     c + p * kPanel, ldc,
-                                     b.n_size() - p * kPanel);
+    MicroKernel<MR, NP, kAccumulate>(a, b, b.panel(p), c + p * kPanel, ldc,
+                                     b.n_size - p * kPanel);
   }
   for (; p < last; ++p) {
-    MicroKernel<MR, 1, kAccumulate>(a, lda, b.panel(p), b.k_size(),
-                                    c + p * kPanel, ldc,
-                                    b.n_size() - p * kPanel);
+    MicroKernel<MR, 1, kAccumulate>(a, b, b.panel(p), c + p * kPanel, ldc,
+                                    b.n_size - p * kPanel);
   }
 }
 
@@ -222,12 +253,11 @@ constexpr int64_t kTileRows = 6;
 
 // c[rows, N] = a[rows, K] @ B (or +=, kAccumulate).
 template <bool kAccumulate>
-void PackedGemm(const float* a, int64_t lda, int64_t rows,
-                const PackedMatrix& b, float* c, int64_t ldc) {
+void Gemm(Rows a, int64_t rows, const Panels& b, float* c, int64_t ldc) {
   if (rows < kMinGemmRows) {
     // Matrix-vector products: one row, four panels at a time.
     for (int64_t r = 0; r < rows; ++r) {
-      PanelRange<1, 4, kAccumulate>(a + r * lda, lda, b, 0, b.panels(),
+      PanelRange<1, 4, kAccumulate>(a.Offset(r), b, 0, b.panels(),
                                     c + r * ldc, ldc);
     }
     return;
@@ -239,55 +269,90 @@ void PackedGemm(const float* a, int64_t lda, int64_t rows,
     const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t r = rows * tile / tiles;
-      const float* a_tile = a + r * lda;
+      const Rows a_tile = a.Offset(r);
       float* c_tile = c + r * ldc;
       switch (rows * (tile + 1) / tiles - r) {
         case 6:
-          PanelRange<6, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          PanelRange<6, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
           break;
         case 5:
-          PanelRange<5, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          PanelRange<5, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
           break;
         case 4:
-          PanelRange<4, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          PanelRange<4, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
           break;
         case 3:
-          PanelRange<3, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          PanelRange<3, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
           break;
         case 2:
-          PanelRange<2, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          PanelRange<2, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
           break;
         default:
-          PanelRange<1, 1, kAccumulate>(a_tile, lda, b, p, p + 1, c_tile, ldc);
+          PanelRange<1, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
           break;
       }
     }
   }
 }
 
-// z += h @ U, for the rows of h (U packed).
-template <typename Z>
-void AddRecurrent(Z&& z, const RowMatrix& h, const PackedMatrix& U) {
-  PackedGemm<true>(h.data(), h.cols(), h.rows(), U, z.data(),
-                   z.outerStride());
+// c[rows, N] = a[rows, K] @ B (or +=), a row-major with leading dimension
+// lda and B packed.
+template <bool kAccumulate>
+void PackedGemm(const float* a, int64_t lda, int64_t rows,
+                const PackedMatrix& b, float* c, int64_t ldc) {
+  Gemm<kAccumulate>(Rows{a, lda}, rows, Panels::Of(b), c, ldc);
 }
 
-// delta_h = dz @ U^T, for the rows of dz (U^T packed).
-void BackRecurrent(RowMatrix& delta_h, const RowMatrix& dz,
-                   const PackedMatrix& U_t) {
-  PackedGemm<false>(dz.data(), dz.cols(), dz.rows(), U_t, delta_h.data(),
-                    delta_h.cols());
+// Packs b [K, N] (row-major) into `out` as panels of kPanel columns, the
+// layout of PackedMatrix; `out` holds K floats per column, N rounded up to
+// a whole panel.
+Panels PackPanels(const float* b, int64_t k_size, int64_t n_size,
+                  float* out) {
+  const int64_t panels = (n_size + kPanel - 1) / kPanel;
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t width = std::min(kPanel, n_size - p * kPanel);
+    float* panel = out + p * k_size * kPanel;
+    for (int64_t k = 0; k < k_size; ++k) {
+      // The columns past `width` are never stored, whatever they hold.
+      std::memcpy(panel + k * kPanel, b + k * n_size + p * kPanel,
+                  width * sizeof(float));
+    }
+  }
+  return {out, k_size * kPanel, kPanel, k_size, n_size};
 }
 
-// Runs fn(row_begin, row_end) on one block of batch rows per worker thread.
+// out [cols, rows] = the matrix whose row r is rows_at[r][0, cols),
+// transposed, in 8 x 8 blocks that stay in cache.
+void TransposeRows(const std::vector<const float*>& rows_at, int64_t cols,
+                   float* out) {
+  constexpr int64_t kBlock = 8;
+  const int64_t rows = rows_at.size();
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
+    const int64_t r1 = std::min(rows, r0 + kBlock);
+    for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
+      const int64_t c1 = std::min(cols, c0 + kBlock);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c) out[c * rows + r] = rows_at[r][c];
+      }
+    }
+  }
+}
+
+// The number of row blocks ForEachRowBlock splits a batch into.
+int64_t RowBlocks(OpKernelContext* context, int64_t batch) {
+  const auto* threads = context->device()->tensorflow_cpu_worker_threads();
+  return std::max<int64_t>(1, std::min<int64_t>(threads->num_threads, batch));
+}
+
+// Runs fn(block, row_begin, row_end) on one block of batch rows per worker
+// thread.
 template <typename Fn>
 void ForEachRowBlock(OpKernelContext* context, int64_t batch, const Fn& fn) {
   const auto* threads = context->device()->tensorflow_cpu_worker_threads();
-  const int64_t blocks =
-      std::max<int64_t>(1, std::min<int64_t>(threads->num_threads, batch));
+  const int64_t blocks = RowBlocks(context, batch);
   auto run_blocks = [&](int64_t first, int64_t last) {
     for (int64_t block = first; block < last; ++block) {
-      fn(batch * block / blocks, batch * (block + 1) / blocks);
+      fn(block, batch * block / blocks, batch * (block + 1) / blocks);
     }
   };
   if (blocks == 1) {
@@ -336,7 +401,7 @@ REGISTER_OP("LstmKerasSequence")
     .Output("outputs: float")
     .Output("h_last: float")
     .Output("c_last: float")
-    .Output("h_seq: float")
+    .Output("h_prev_seq: float")
     .Output("c_seq: float")
     .Output("gates: float")
     .Attr("go_backwards: bool = false")
@@ -388,7 +453,7 @@ class LstmKerasSequenceOp : public OpKernel {
 
     const int64_t out_time = return_sequences_ ? time : 1;
     const int64_t saved_time = save_ ? time : 0;
-    Tensor *outputs, *h_last, *c_last, *h_seq, *c_seq, *gate_seq;
+    Tensor *outputs, *h_last, *c_last, *h_prev_seq, *c_seq, *gate_seq;
     OP_REQUIRES_OK(context,
                    context->allocate_output(
                        0, TensorShape({batch, out_time, units}), &outputs));
@@ -398,7 +463,7 @@ class LstmKerasSequenceOp : public OpKernel {
                                 2, TensorShape({batch, units}), &c_last));
     OP_REQUIRES_OK(context,
                    context->allocate_output(
-                       3, TensorShape({batch, saved_time, units}), &h_seq));
+                       3, TensorShape({batch, saved_time, units}), &h_prev_seq));
     OP_REQUIRES_OK(context,
                    context->allocate_output(
                        4, TensorShape({batch, saved_time, units}), &c_seq));
@@ -412,27 +477,41 @@ class LstmKerasSequenceOp : public OpKernel {
     const float* h0_data = h0.flat<float>().data();
     const float* c0_data = c0.flat<float>().data();
     float* out_data = outputs->flat<float>().data();
-    float* h_seq_data = save_ ? h_seq->flat<float>().data() : nullptr;
+    float* h_prev_data = save_ ? h_prev_seq->flat<float>().data() : nullptr;
     float* c_seq_data = save_ ? c_seq->flat<float>().data() : nullptr;
     float* gate_data = save_ ? gate_seq->flat<float>().data() : nullptr;
     const PackedMatrix W(kernel.flat<float>().data(), input_dim, gates,
                          gates, 1);
     const PackedMatrix U(recurrent_kernel.flat<float>().data(), units, gates,
                          gates, 1);
-    Eigen::Map<const Eigen::RowVectorXf> b(bias.flat<float>().data(), gates);
+    const float* b = bias.flat<float>().data();
+    ConstArrayMap b_sigmoid(b, 2 * units), b_candidate(b + 2 * units, units),
+        b_output(b + 3 * units, units);
     float* h_last_data = h_last->flat<float>().data();
     float* c_last_data = c_last->flat<float>().data();
     const bool go_backwards = go_backwards_;
     const bool zero_output = zero_output_for_mask_;
     const bool return_sequences = return_sequences_;
 
-    ForEachRowBlock(context, batch, [&](int64_t row_begin, int64_t row_end) {
+    ForEachRowBlock(context, batch, [&](int64_t, int64_t row_begin,
+                                        int64_t row_end) {
       const int64_t rows = row_end - row_begin;
-      RowMatrix h(rows, units), c(rows, units), h_new(rows, units);
+      RowMatrix h(rows, units), c(rows, units);
       // The previous output of each row (zeros before its first real step).
       RowMatrix output_prev = RowMatrix::Zero(rows, units);
-      RowMatrix x_chunk(kChunk * rows, input_dim);
-      RowMatrix z_chunk(kChunk * rows, gates);
+      // Where the gates of (row r, step) live: when saving, straight in the
+      // saved gates tensor, so they are never copied; otherwise in a buffer
+      // of kChunk steps per row, which keeps memory flat in T.
+      std::vector<float> chunk_buffer(save_ ? 0 : rows * kChunk * gates);
+      const int64_t z_row_stride = save_ ? time * gates : kChunk * gates;
+      auto z_at = [&](int64_t r, int64_t step) {
+        return save_ ? gate_data + ((row_begin + r) * time + step) * gates
+                     : chunk_buffer.data() + r * z_row_stride +
+                           (step % kChunk) * gates;
+      };
+      // Consecutive steps of a row are consecutive rows of x, walked
+      // backwards when go_backwards: the projection reads x in place.
+      const int64_t x_step_stride = go_backwards ? -input_dim : input_dim;
       for (int64_t r = 0; r < rows; ++r) {
         h.row(r) = Eigen::Map<const Eigen::RowVectorXf>(
             h0_data + (row_begin + r) * units, units);
@@ -442,35 +521,38 @@ class LstmKerasSequenceOp : public OpKernel {
       for (int64_t chunk_begin = 0; chunk_begin < time;
            chunk_begin += kChunk) {
         const int64_t steps = std::min(kChunk, time - chunk_begin);
-        // Time-major within the chunk, so each step's rows are contiguous.
-        for (int64_t j = 0; j < steps; ++j) {
-          const int64_t t = TimeIndex(chunk_begin + j, time, go_backwards);
-          for (int64_t r = 0; r < rows; ++r) {
-            x_chunk.row(j * rows + r) = Eigen::Map<const Eigen::RowVectorXf>(
-                x_data + ((row_begin + r) * time + t) * input_dim, input_dim);
-          }
+        // z = x_t W for the chunk's steps, one row at a time (the bias is
+        // added with the activations).
+        for (int64_t r = 0; r < rows; ++r) {
+          float* z = z_at(r, chunk_begin);
+          const int64_t t = TimeIndex(chunk_begin, time, go_backwards);
+          PackedGemm<false>(
+              x_data + ((row_begin + r) * time + t) * input_dim,
+              x_step_stride, steps, W, z, gates);
         }
-        z_chunk.topRows(steps * rows).rowwise() = b;
-        PackedGemm<true>(x_chunk.data(), input_dim, steps * rows, W,
-                         z_chunk.data(), gates);
         for (int64_t j = 0; j < steps; ++j) {
           const int64_t step = chunk_begin + j;
           const int64_t t = TimeIndex(step, time, go_backwards);
-          auto z = z_chunk.middleRows(j * rows, rows);
-          AddRecurrent(z, h, U);
-          z.leftCols(2 * units) = z.leftCols(2 * units).array().logistic();
-          z.middleCols(2 * units, units) =
-              z.middleCols(2 * units, units).array().tanh();
-          z.rightCols(units) = z.rightCols(units).array().logistic();
+          // z += h_prev U for every row of the block at once.
+          PackedGemm<true>(h.data(), units, rows, U, z_at(0, step),
+                           z_row_stride);
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t row = row_begin + r;
-            const float* g = z.row(r).data();
-            ConstArrayMap input_gate(g, units), forget_gate(g + units, units),
-                candidate(g + 2 * units, units),
+            float* g = z_at(r, step);
+            ArrayMap sigmoid_gates(g, 2 * units), candidate(g + 2 * units, units),
                 output_gate(g + 3 * units, units);
+            sigmoid_gates = (sigmoid_gates + b_sigmoid).logistic();
+            candidate = (candidate + b_candidate).tanh();
+            output_gate = (output_gate + b_output).logistic();
+            ConstArrayMap input_gate(g, units), forget_gate(g + units, units);
             ArrayMap c_row(c.row(r).data(), units);
             ArrayMap h_row(h.row(r).data(), units);
             ArrayMap output_row(output_prev.row(r).data(), units);
+            if (save_) {
+              // h_prev, the left operand of dU = h_prev^T dz.
+              std::copy_n(h_row.data(), units,
+                          h_prev_data + (row * time + step) * units);
+            }
             const bool real = !has_mask || mask_data[row * time + t] > 0.5f;
             if (real) {
               c_row = forget_gate * c_row + input_gate * candidate;
@@ -485,10 +567,8 @@ class LstmKerasSequenceOp : public OpKernel {
                           out_data + (row * out_time + out_step) * units);
             }
             if (save_) {
-              const int64_t offset = row * time + step;
-              std::copy_n(h_row.data(), units, h_seq_data + offset * units);
-              std::copy_n(c_row.data(), units, c_seq_data + offset * units);
-              std::copy_n(g, gates, gate_data + offset * gates);
+              std::copy_n(c_row.data(), units,
+                          c_seq_data + (row * time + step) * units);
             }
           }
         }
@@ -509,25 +589,43 @@ REGISTER_KERNEL_BUILDER(Name("LstmKerasSequence").Device(DEVICE_CPU),
                         LstmKerasSequenceOp);
 
 REGISTER_OP("LstmKerasSequenceGrad")
+    .Input("x: float")
+    .Input("kernel: float")
     .Input("recurrent_kernel: float")
     .Input("c0: float")
     .Input("mask: float")
+    .Input("h_prev_seq: float")
     .Input("c_seq: float")
     .Input("gates: float")
     .Input("d_outputs: float")
     .Input("d_h_last: float")
     .Input("d_c_last: float")
-    .Output("d_z: float")
+    .Output("d_x: float")
+    .Output("d_kernel: float")
+    .Output("d_recurrent_kernel: float")
+    .Output("d_bias: float")
     .Output("d_h0: float")
     .Output("d_c0: float")
     .Attr("go_backwards: bool = false")
     .Attr("zero_output_for_mask: bool = false")
+    .Attr("compute_d_x: bool = true")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(4));
+      bool compute_d_x;
+      TF_RETURN_IF_ERROR(c->GetAttr("compute_d_x", &compute_d_x));
+      c->set_output(0, compute_d_x ? c->input(0) : c->Vector(0));
       c->set_output(1, c->input(1));
-      c->set_output(2, c->input(1));
+      c->set_output(2, c->input(2));
+      DimensionHandle gates;
+      TF_RETURN_IF_ERROR(c->Multiply(c->Dim(c->input(3), 1), 4, &gates));
+      c->set_output(3, c->Vector(gates));
+      c->set_output(4, c->input(3));
+      c->set_output(5, c->input(3));
       return Status();
     });
+
+// Rows of dz (one per row and step) gathered for each weight gradient
+// product: K = 512 keeps a packed 16-column panel of dz (32 KiB) in L1.
+constexpr int64_t kWeightGradSamples = 512;
 
 class LstmKerasSequenceGradOp : public OpKernel {
  public:
@@ -536,29 +634,42 @@ class LstmKerasSequenceGradOp : public OpKernel {
     OP_REQUIRES_OK(context, context->GetAttr("go_backwards", &go_backwards_));
     OP_REQUIRES_OK(context, context->GetAttr("zero_output_for_mask",
                                              &zero_output_for_mask_));
+    OP_REQUIRES_OK(context, context->GetAttr("compute_d_x", &compute_d_x_));
   }
 
   void Compute(OpKernelContext* context) override {
-    const Tensor& recurrent_kernel = context->input(0);
-    const Tensor& c0 = context->input(1);
-    const Tensor& mask = context->input(2);
-    const Tensor& c_seq = context->input(3);
-    const Tensor& gate_seq = context->input(4);
-    const Tensor& d_outputs = context->input(5);
-    const Tensor& d_h_last = context->input(6);
-    const Tensor& d_c_last = context->input(7);
-    OP_REQUIRES(context, gate_seq.dims() == 3 && c_seq.dims() == 3,
+    const Tensor& x = context->input(0);
+    const Tensor& kernel = context->input(1);
+    const Tensor& recurrent_kernel = context->input(2);
+    const Tensor& c0 = context->input(3);
+    const Tensor& mask = context->input(4);
+    const Tensor& h_prev_seq = context->input(5);
+    const Tensor& c_seq = context->input(6);
+    const Tensor& gate_seq = context->input(7);
+    const Tensor& d_outputs = context->input(8);
+    const Tensor& d_h_last = context->input(9);
+    const Tensor& d_c_last = context->input(10);
+    OP_REQUIRES(context,
+                x.dims() == 3 && gate_seq.dims() == 3 && c_seq.dims() == 3 &&
+                    h_prev_seq.dims() == 3 && kernel.dims() == 2 &&
+                    recurrent_kernel.dims() == 2,
                 tensorflow::errors::InvalidArgument(
-                    "saved tensors must be rank 3"));
+                    "x, the weights and the saved tensors must be rank 3, 2 "
+                    "and 3"));
     const int64_t batch = gate_seq.dim_size(0);
     const int64_t time = gate_seq.dim_size(1);
+    const int64_t input_dim = x.dim_size(2);
     const int64_t units = recurrent_kernel.dim_size(0);
     const int64_t gates = 4 * units;
     const int64_t out_time = d_outputs.dim_size(1);
     OP_REQUIRES(
         context,
-        gate_seq.dim_size(2) == gates && c_seq.dim_size(1) == time &&
-            d_outputs.dims() == 3 && (out_time == time || out_time == 1) &&
+        x.dim_size(0) == batch && x.dim_size(1) == time &&
+            kernel.dim_size(0) == input_dim && kernel.dim_size(1) == gates &&
+            recurrent_kernel.dim_size(1) == gates &&
+            gate_seq.dim_size(2) == gates && c_seq.dim_size(1) == time &&
+            h_prev_seq.dim_size(1) == time && d_outputs.dims() == 3 &&
+            (out_time == time || out_time == 1) &&
             c0.NumElements() == batch * units &&
             d_h_last.NumElements() == batch * units &&
             d_c_last.NumElements() == batch * units,
@@ -568,36 +679,89 @@ class LstmKerasSequenceGradOp : public OpKernel {
                 tensorflow::errors::InvalidArgument(
                     "mask must be [batch, timesteps] or empty"));
 
-    Tensor *d_z, *d_h0, *d_c0;
-    // dz may take over the gates' buffer: step k reads its gates before it
-    // writes its dz, and no step reads another step's gates.
-    OP_REQUIRES_OK(context, context->forward_input_or_allocate_output(
-                                {4}, 0, gate_seq.shape(), &d_z));
-    OP_REQUIRES_OK(context, context->allocate_output(1, c0.shape(), &d_h0));
-    OP_REQUIRES_OK(context, context->allocate_output(2, c0.shape(), &d_c0));
+    Tensor *d_x, *d_kernel, *d_recurrent_kernel, *d_bias, *d_h0, *d_c0;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(
+                       0, compute_d_x_ ? x.shape() : TensorShape({0}), &d_x));
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(1, kernel.shape(), &d_kernel));
+    OP_REQUIRES_OK(context, context->allocate_output(
+                                2, recurrent_kernel.shape(),
+                                &d_recurrent_kernel));
+    OP_REQUIRES_OK(context, context->allocate_output(
+                                3, TensorShape({gates}), &d_bias));
+    OP_REQUIRES_OK(context, context->allocate_output(4, c0.shape(), &d_h0));
+    OP_REQUIRES_OK(context, context->allocate_output(5, c0.shape(), &d_c0));
+    d_kernel->flat<float>().setZero();
+    d_recurrent_kernel->flat<float>().setZero();
+    d_bias->flat<float>().setZero();
     if (batch == 0) return;
 
-    // U^T [4H, H]: element (k, n) is U[n, k].
+    // U^T [4H, H] and W^T [4H, D]: element (k, n) is U[n, k] / W[n, k].
     const PackedMatrix U_t(recurrent_kernel.flat<float>().data(), gates, units,
                            1, gates);
+    const bool compute_d_x = compute_d_x_ && input_dim > 0;
+    const PackedMatrix W_t(kernel.flat<float>().data(),
+                           compute_d_x ? gates : 0, input_dim, 1, gates);
+    const float* x_data = x.flat<float>().data();
     const float* c0_data = c0.flat<float>().data();
     const float* mask_data = has_mask ? mask.flat<float>().data() : nullptr;
+    const float* h_prev_data = h_prev_seq.flat<float>().data();
     const float* c_seq_data = c_seq.flat<float>().data();
     const float* gate_data = gate_seq.flat<float>().data();
     const float* d_out_data = d_outputs.flat<float>().data();
     const float* d_h_last_data = d_h_last.flat<float>().data();
     const float* d_c_last_data = d_c_last.flat<float>().data();
-    float* d_z_data = d_z->flat<float>().data();
+    float* d_x_data = compute_d_x ? d_x->flat<float>().data() : nullptr;
     float* d_h0_data = d_h0->flat<float>().data();
     float* d_c0_data = d_c0->flat<float>().data();
     const bool go_backwards = go_backwards_;
     const bool zero_output = zero_output_for_mask_;
 
-    ForEachRowBlock(context, batch, [&](int64_t row_begin, int64_t row_end) {
+    // Each block sums its own rows' weight gradients; the blocks' sums are
+    // added after the loop. Rows: W's D, then U's H, then the bias.
+    const int64_t blocks = RowBlocks(context, batch);
+    const int64_t weight_rows = input_dim + units + 1;
+    std::vector<float> block_sums(blocks * weight_rows * gates, 0.0f);
+
+    ForEachRowBlock(context, batch, [&](int64_t block, int64_t row_begin,
+                                        int64_t row_end) {
       const int64_t rows = row_end - row_begin;
+      float* d_kernel_sum = block_sums.data() + block * weight_rows * gates;
+      float* d_recurrent_sum = d_kernel_sum + input_dim * gates;
+      ArrayMap d_bias_sum(d_recurrent_sum + units * gates, gates);
+      // dW = x^T dz and dU = h_prev^T dz over the block's (row, step)
+      // samples, kWeightGradSamples at a time: each step writes its dz rows
+      // into a row-major buffer and notes where its x and h_prev rows are;
+      // each product then packs dz into panels and transposes x and h_prev,
+      // so that it runs at the speed of the recurrent products.
+      const int64_t capacity = std::max(kWeightGradSamples, rows);
+      std::vector<float> dz_samples(capacity * gates);
+      std::vector<const float*> x_rows, h_prev_rows;
+      x_rows.reserve(capacity);
+      h_prev_rows.reserve(capacity);
+      std::vector<float> dz_panels(
+          capacity * ((gates + kPanel - 1) / kPanel) * kPanel);
+      std::vector<float> x_transposed(capacity * input_dim);
+      std::vector<float> h_prev_transposed(capacity * units);
+      int64_t samples = 0;
+      auto flush_samples = [&]() {
+        if (samples == 0) return;
+        const Panels dz_packed = PackPanels(dz_samples.data(), samples,
+                                            gates, dz_panels.data());
+        TransposeRows(x_rows, input_dim, x_transposed.data());
+        TransposeRows(h_prev_rows, units, h_prev_transposed.data());
+        x_rows.clear();
+        h_prev_rows.clear();
+        Gemm<true>(Rows{x_transposed.data(), samples}, input_dim, dz_packed,
+                   d_kernel_sum, gates);
+        Gemm<true>(Rows{h_prev_transposed.data(), samples}, units, dz_packed,
+                   d_recurrent_sum, gates);
+        samples = 0;
+      };
+
       RowMatrix delta_h(rows, units), delta_c(rows, units);
       RowMatrix delta_h_in(rows, units);
-      RowMatrix dz(rows, gates);
       // Gradient reaching an output that later masked steps copied forward.
       RowMatrix carried = RowMatrix::Zero(rows, units);
       Eigen::ArrayXf delta_out(units), delta_h_t(units), delta_c_t(units),
@@ -612,9 +776,14 @@ class LstmKerasSequenceGradOp : public OpKernel {
       }
       for (int64_t step = time - 1; step >= 0; --step) {
         const int64_t t = TimeIndex(step, time, go_backwards);
+        if (samples + rows > capacity) flush_samples();
+        // This step's dz, one row per batch row (zeros where masked).
+        float* dz = dz_samples.data() + samples * gates;
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t row = row_begin + r;
           const int64_t offset = row * time + step;
+          x_rows.push_back(x_data + (row * time + t) * input_dim);
+          h_prev_rows.push_back(h_prev_data + offset * units);
           ArrayMap carried_row(carried.row(r).data(), units);
           delta_out = carried_row;
           if (out_time == time || step == time - 1) {
@@ -623,7 +792,7 @@ class LstmKerasSequenceGradOp : public OpKernel {
                 d_out_data + (row * out_time + out_step) * units, units);
           }
           real[r] = !has_mask || mask_data[row * time + t] > 0.5f;
-          ArrayMap dz_row(dz.row(r).data(), gates);
+          ArrayMap dz_row(dz + r * gates, gates);
           if (!real[r]) {
             dz_row.setZero();
             if (zero_output) {
@@ -656,24 +825,45 @@ class LstmKerasSequenceGradOp : public OpKernel {
           dz_row.segment(3 * units, units) =
               delta_h_t * tanh_c * output_gate * (1.0f - output_gate);
           delta_c_row = delta_c_t * forget_gate;
+          d_bias_sum += dz_row;
         }
-        BackRecurrent(delta_h_in, dz, U_t);
+        PackedGemm<false>(dz, gates, rows, U_t, delta_h_in.data(), units);
+        if (compute_d_x) {
+          // dx_t = dz W^T, written to each row's timestep t.
+          PackedGemm<false>(dz, gates, rows, W_t,
+                            d_x_data + (row_begin * time + t) * input_dim,
+                            time * input_dim);
+        }
         for (int64_t r = 0; r < rows; ++r) {
-          const int64_t row = row_begin + r;
           // A masked step forwarded h_prev untouched: its gradient passes.
           if (real[r]) delta_h.row(r) = delta_h_in.row(r);
-          std::copy_n(dz.row(r).data(), gates,
-                      d_z_data + (row * time + step) * gates);
         }
+        samples += rows;
       }
+      flush_samples();
       std::copy_n(delta_h.data(), rows * units, d_h0_data + row_begin * units);
       std::copy_n(delta_c.data(), rows * units, d_c0_data + row_begin * units);
     });
+    // Add up the blocks' sums, in block order so results do not depend on
+    // thread timing.
+    float* weight_grads[3] = {d_kernel->flat<float>().data(),
+                              d_recurrent_kernel->flat<float>().data(),
+                              d_bias->flat<float>().data()};
+    const int64_t sizes[3] = {input_dim * gates, units * gates, gates};
+    for (int64_t block = 0; block < blocks; ++block) {
+      const float* sums = block_sums.data() + block * weight_rows * gates;
+      for (int part = 0; part < 3; ++part) {
+        ArrayMap(weight_grads[part], sizes[part]) +=
+            ConstArrayMap(sums, sizes[part]);
+        sums += sizes[part];
+      }
+    }
   }
 
  private:
   bool go_backwards_;
   bool zero_output_for_mask_;
+  bool compute_d_x_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("LstmKerasSequenceGrad").Device(DEVICE_CPU),
