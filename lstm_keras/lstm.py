@@ -226,6 +226,10 @@ class LSTM(keras.layers.RNN):
             **kwargs,
         )
         self.use_cudnn = use_cudnn
+        # cuDNN's ops have no XLA kernels: where TensorFlow's cuDNN path may
+        # run, keep `jit_compile="auto"` off, as `keras.layers.LSTM` does.
+        if not dispatch.layer_supports_jit(self):
+            self.supports_jit = False
 
     # Input checks. Each runs wherever shapes are known: `build`, symbolic
     # calls (`compute_output_shape`) and eager calls (`call`).

@@ -77,3 +77,77 @@ def test_use_cudnn_true_without_an_accepting_fast_path_raises(fast_path_slot):
     dispatch._FAST_PATHS.pop(keras.backend.backend(), None)
     with pytest.raises(ValueError, match="use_cudnn=True"):
         lstm_keras.LSTM(5, use_cudnn=True)(_inputs())
+
+
+def test_fast_paths_are_tried_in_registered_order(fast_path_slot):
+    layer = lstm_keras.LSTM(5)
+    x = _inputs()
+    expected = _generic_outputs(layer, x)
+    tried = []
+
+    def declining(*args):
+        tried.append("declining")
+        raise NotImplementedError("not this configuration")
+
+    def scaling(factor):
+        def fast_path(layer, sequences, initial_state, mask, training):
+            tried.append(factor)
+            last, outputs, states = dispatch.generic_lstm_sequence(
+                layer, sequences, initial_state, mask, training
+            )
+            return factor * last, outputs, states
+
+        return fast_path
+
+    backend = keras.backend.backend()
+    dispatch.register_fast_path(backend, declining, scaling(2), scaling(3))
+    got = keras.ops.convert_to_numpy(layer(x))
+    # The first declined, the second took the call, the third never ran.
+    assert tried == ["declining", 2]
+    np.testing.assert_allclose(got, 2 * expected, rtol=1e-6)
+    assert dispatch.registered_fast_paths(backend)[0] is declining
+
+
+def test_registering_again_replaces_the_backends_fast_paths(fast_path_slot):
+    backend = keras.backend.backend()
+
+    def first(*args):
+        raise AssertionError("replaced, so never called")
+
+    def second(*args):
+        raise NotImplementedError("not this configuration")
+
+    dispatch.register_fast_path(backend, first, first)
+    dispatch.register_fast_path(backend, second)
+    assert dispatch.registered_fast_paths(backend) == (second,)
+    layer = lstm_keras.LSTM(5)
+    x = _inputs()
+    expected = _generic_outputs(layer, x)  # (empties the registry)
+    dispatch.register_fast_path(backend, second)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-6
+    )
+
+
+def test_register_fast_path_rejects_what_is_not_callable():
+    with pytest.raises(TypeError, match="fns"):
+        dispatch.register_fast_path("jax", "not a function")
+
+
+def test_builtin_fast_paths_of_the_active_backend():
+    names = [
+        f"{fn.__module__}.{fn.__name__}"
+        for fn in dispatch.registered_fast_paths()
+    ]
+    prefix = "lstm_keras.backends."
+    assert (
+        names
+        == {
+            "tensorflow": [
+                prefix + "tensorflow.cudnn.lstm_sequence",
+                prefix + "tensorflow.fast_path.lstm_sequence",
+            ],
+            "jax": [prefix + "jax.cudnn.lstm_sequence"],
+            "torch": [prefix + "torch.fast_path.lstm_sequence"],
+        }[keras.backend.backend()]
+    )

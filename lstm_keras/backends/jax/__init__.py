@@ -1,0 +1,1 @@
+"""The JAX fast path: cuDNN's LSTM through `jax.experimental.rnn`."""
