@@ -258,7 +258,6 @@ def generic_lstm_sequence(layer, sequences, initial_state, mask, training):
         recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
     z_x = cell.input_projection(sequences)  # (batch, timesteps, 4 * units)
     states = list(initial_state)
-    units = cell.units
 
     def lstm_step(z_x_t, h_prev, c_prev):
         if recurrent_mask is not None:
@@ -272,17 +271,14 @@ def generic_lstm_sequence(layer, sequences, initial_state, mask, training):
             return h, [h, c]
 
     else:
-        # The mask rides along as one more input column, and the previous
+        # The mask rides along as a second input sequence, and the previous
         # output as a third state, so the loop needs no backend masking.
-        z_x = ops.concatenate(
-            [z_x, ops.cast(ops.expand_dims(mask, -1), z_x.dtype)], axis=-1
-        )
+        z_x = (z_x, ops.expand_dims(mask, -1))
         states.append(ops.zeros_like(states[0]))
 
-        def step(z_x_and_mask_t, states):
+        def step(inputs_t, states):
+            z_x_t, is_real = inputs_t  # is_real: (batch, 1)
             h_prev, c_prev, output_prev = states
-            z_x_t = z_x_and_mask_t[:, : 4 * units]
-            is_real = z_x_and_mask_t[:, 4 * units :] > 0  # (batch, 1)
             h, c = lstm_step(z_x_t, h_prev, c_prev)
             if layer.zero_output_for_mask:
                 output_prev = ops.zeros_like(h)
