@@ -137,7 +137,8 @@ def test_matches_generic_path(kernels, fast_path_calls, rng, mask, options):
 
 
 @pytest.mark.parametrize(
-    "batch, units", [(1, 1), (1, 33), (2, 3), (7, 130), (13, 5), (40, 16)]
+    "batch, units",
+    [(1, 1), (1, 32), (1, 33), (2, 3), (7, 130), (13, 5), (40, 16)],
 )
 def test_matches_generic_path_for_odd_sizes(
     kernels, fast_path_calls, rng, batch, units
