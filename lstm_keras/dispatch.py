@@ -81,6 +81,7 @@ from keras.src.backend import rnn as backend_rnn
 # Backend name -> the fast paths to try, in order (a tuple; a bare callable,
 # as tests may set with `monkeypatch.setitem`, counts as a tuple of one).
 _FAST_PATHS = {}
+_UNKNOWN_LENGTH_BOUND = 2**31 - 1
 _DISABLED = threading.local()
 
 
@@ -287,13 +288,18 @@ def generic_lstm_sequence(layer, sequences, initial_state, mask, training):
             c = ops.where(is_real, c, c_prev)
             return output, [h, c, output]
 
+    # With `input_length=None`, `backend.rnn` reads `inputs.shape[1]`,
+    # which the (z_x, mask) tuple lacks. The length only bounds the loop
+    # (TensorFlow's `maximum_iterations`), which stops at the sequences'
+    # end anyway, so an unknown length may pass the largest bound.
+    input_length = sequences.shape[1] or _UNKNOWN_LENGTH_BOUND
     last_output, outputs, final_states = backend_rnn(
         step,
         z_x,
         states,
         go_backwards=layer.go_backwards,
         unroll=layer.unroll,
-        input_length=sequences.shape[1],
+        input_length=input_length,
         return_all_outputs=layer.return_sequences,
     )
     return last_output, outputs, list(final_states[:2])

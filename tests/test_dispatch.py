@@ -151,3 +151,29 @@ def test_builtin_fast_paths_of_the_active_backend():
             "torch": [prefix + "torch.fast_path.lstm_sequence"],
         }[keras.backend.backend()]
     )
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_generic_path_with_a_mask_and_an_unknown_length(go_backwards):
+    # Served graphs take any text length, so the generic loop is traced with
+    # an unknown number of timesteps; it must give the known-length result.
+    import tensorflow as tf
+
+    x = np.random.default_rng(2).normal(size=(3, 6, 4)).astype("float32")
+    mask = np.ones((3, 6), bool)
+    mask[0, 4:] = False
+    mask[2, :2] = False
+    layer = lstm_keras.LSTM(5, return_sequences=True, go_backwards=go_backwards)
+    with dispatch.fast_paths_disabled():
+        expected = layer(x, mask=mask).numpy()
+        traced = tf.function(
+            lambda x, mask: layer(x, mask=mask),
+            input_signature=[
+                tf.TensorSpec((None, None, 4), tf.float32),
+                tf.TensorSpec((None, None), tf.bool),
+            ],
+        )
+        np.testing.assert_allclose(
+            traced(x, mask).numpy(), expected, rtol=1e-6, atol=1e-6
+        )
