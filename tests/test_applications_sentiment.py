@@ -185,6 +185,114 @@ def test_compile_defaults():
         model.compile(optimizer="sgd", decay_steps=10)
 
 
+def test_compile_averages_the_weights_over_a_quarter_of_an_annealed_run():
+    model = small_model()
+    model.compile()
+    assert not model.optimizer.use_ema
+    # Reference: a time constant of a quarter of the run's 200 steps.
+    model.compile(decay_steps=200)
+    assert model.optimizer.use_ema
+    assert model.optimizer.ema_momentum == pytest.approx(1 - 1 / 50)
+    model.compile(decay_steps=200, ema_momentum=None)
+    assert not model.optimizer.use_ema
+    model.compile(ema_momentum=0.5)
+    assert model.optimizer.use_ema
+    assert model.optimizer.ema_momentum == 0.5
+    with pytest.raises(ValueError, match="ema_momentum"):
+        model.compile(optimizer="sgd", ema_momentum=0.9)
+    for invalid in (1.0, -0.1, "0.9", True):
+        with pytest.raises(ValueError, match="ema_momentum"):
+            model.compile(ema_momentum=invalid)
+
+
+class RecordWeights(keras.callbacks.Callback):
+    """The trainable weights after every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+        self.epoch_ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        variables = self.model.trainable_variables
+        self.steps.append([keras.ops.convert_to_numpy(v) for v in variables])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_ends.append(len(self.steps))
+
+
+def numpy_ema(steps, momentum):
+    """Keras's EMA: the first step's weights, then `m * avg + (1 - m) * w`."""
+    average = [np.array(w, "float64") for w in steps[0]]
+    averages = [[a.copy() for a in average]]
+    for weights in steps[1:]:
+        average = [
+            momentum * a + (1 - momentum) * w
+            for a, w in zip(average, weights, strict=True)
+        ]
+        averages.append([a.copy() for a in average])
+    return averages
+
+
+def test_fit_ends_on_the_moving_average_of_the_weights():
+    model = small_model()
+    model.compile(ema_momentum=0.6)
+    record = RecordWeights()
+    texts, labels = tf.constant(TEXTS), np.array([1, 0, 1, 0, 0, 1])
+    model.fit(
+        texts,
+        labels,
+        batch_size=2,
+        epochs=2,
+        verbose=0,
+        shuffle=False,
+        callbacks=[record],
+    )
+    assert len(record.steps) == 6
+    expected = numpy_ema(record.steps, 0.6)[-1]
+    got = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    assert not np.allclose(got[0], record.steps[-1][0], atol=1e-4)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-6)
+
+
+def test_quality_run_validates_and_restores_the_moving_average():
+    model = small_model()
+    model.compile(decay_steps=9)
+    momentum = 1 - 1 / (0.25 * 9)
+    assert model.optimizer.ema_momentum == pytest.approx(momentum)
+    record = RecordWeights()
+    callbacks = quality.stopping_callbacks(model, patience=3)
+    stop = callbacks[-1]
+    assert isinstance(callbacks[0], keras.callbacks.SwapEMAWeights)
+    texts, labels = tf.constant(TEXTS), np.array([1, 0, 1, 0, 0, 1])
+    history = model.fit(
+        texts,
+        labels,
+        batch_size=2,
+        epochs=3,
+        verbose=0,
+        shuffle=False,
+        validation_data=(texts, labels),
+        callbacks=[record, *callbacks],
+    )
+    averages = numpy_ema(record.steps, momentum)
+    epoch_averages = [averages[end - 1] for end in record.epoch_ends]
+    best = int(np.argmax(history.history["val_accuracy"]))
+    assert stop.best_epoch == best
+    got = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    for g, e in zip(got, epoch_averages[best], strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    # The validation numbers are those of the averages.
+    clone = small_model()
+    for epoch, average in enumerate(epoch_averages):
+        for v, a in zip(clone.trainable_variables, average, strict=True):
+            v.assign(a)
+        clone.compile()
+        _, accuracy = clone.evaluate(texts, labels, verbose=0)
+        assert accuracy == pytest.approx(history.history["val_accuracy"][epoch])
+
+
 @needs_sst2
 def test_learns_sentiment_from_a_slice_of_sst2():
     # The longest 3,000 training rows (whole sentences, like the test

@@ -84,11 +84,6 @@ def run(
     train = batches(splits["train"], task, shuffle_seed=seed)
     validation = batches(splits["validation"], task)
     test = batches(splits["test"], task)
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_accuracy",
-        patience=PATIENCE[task],
-        restore_best_weights=True,
-    )
     epochs = epochs or EPOCHS[task]
     start = time.perf_counter()
     model.adapt(splits["train"])
@@ -100,7 +95,7 @@ def run(
         train,
         validation_data=validation,
         epochs=epochs,
-        callbacks=[stop],
+        callbacks=stopping_callbacks(model, PATIENCE[task]),
         verbose=verbose,
     )
     train_seconds = time.perf_counter() - start
@@ -113,6 +108,9 @@ def run(
         "train_seconds": round(train_seconds, 1),
         "epochs_run": len(val_accuracy),
         "decay_steps": decay_steps,
+        "ema_momentum": model.optimizer.ema_momentum
+        if model.optimizer.use_ema
+        else None,
         "best_epoch": int(np.argmax(val_accuracy)) + 1,
         "val_accuracy": val_accuracy,
         "train_accuracy": [float(a) for a in history.history["accuracy"]],
@@ -121,6 +119,28 @@ def run(
         "loader": splits["loader"],
         "options": options,
     }
+
+
+def stopping_callbacks(model, patience):
+    """Early stopping on validation accuracy that restores the best epoch.
+
+    When the compiled optimizer keeps a moving average of the weights
+    (`use_ema`), validation, the choice of the best epoch and the weights
+    the model ends with are all the average's (`SwapEMAWeights` swaps it in
+    for validation and at each epoch's end, before `EarlyStopping` reads
+    the weights), not the last step's.
+    """
+    callbacks = []
+    if getattr(model.optimizer, "use_ema", False):
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks.append(
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy",
+            patience=patience,
+            restore_best_weights=True,
+        )
+    )
+    return callbacks
 
 
 def batches(ds, task, shuffle_seed=None):

@@ -200,7 +200,11 @@ def build_model(config, splits, model_builder=None):
         steps = pipelines.steps_per_epoch(
             splits.num_examples["train"], config.batch_size
         )
-        model.compile(decay_steps=config.epochs * steps)
+        # No weight average: the run keeps the checkpoint of its best epoch
+        # (ModelCheckpoint, BackupAndRestore), which holds the trained
+        # weights; averaging them per epoch (SwapEMAWeights) would also have
+        # to survive a resume, which is not built yet.
+        model.compile(decay_steps=config.epochs * steps, ema_momentum=None)
     else:
         model.compile()
     return model

@@ -32,6 +32,10 @@ class Classifier(keras.Model):
 
     # Adam's learning rate for `compile()`; subclasses tune it.
     default_learning_rate = 1e-3
+    # With `decay_steps`, the `"auto"` optimizer keeps an exponential moving
+    # average of the weights whose time constant is this fraction of the
+    # run, and training ends on it; `None` for no average.
+    default_ema_fraction = None
 
     def __init__(self, inputs, outputs, options, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -51,6 +55,7 @@ class Classifier(keras.Model):
         loss="auto",
         metrics="auto",
         decay_steps=None,
+        ema_momentum="auto",
         **kwargs,
     ):
         """Configures training, with defaults that fit a classifier.
@@ -67,19 +72,49 @@ class Classifier(keras.Model):
                 of training steps (epochs times batches per epoch) over which
                 the `"auto"` optimizer's rate follows a cosine from
                 `default_learning_rate` down to 5% of it. Defaults to `None`.
+            ema_momentum: Weight averaging of the `"auto"` optimizer: a
+                float in [0, 1) for Adam's exponential moving average of the
+                weights (`use_ema=True`; after each step
+                `average = ema_momentum * average + (1 - ema_momentum) *
+                weights`, starting from the weights after the first step),
+                which `fit` writes into the model when it ends; `None` for
+                none; `"auto"` for a time constant of `default_ema_fraction`
+                of the run, `ema_momentum = 1 - 1 / (default_ema_fraction *
+                decay_steps)`, when both are set, else none. Defaults to
+                `"auto"`.
             **kwargs: Further `keras.Model.compile` arguments.
         """
+        if ema_momentum == "auto":
+            ema_momentum = None
+            if decay_steps and self.default_ema_fraction:
+                span = max(self.default_ema_fraction * decay_steps, 1.0)
+                ema_momentum = 1.0 - 1.0 / span
+        elif ema_momentum is not None and (
+            isinstance(ema_momentum, bool)
+            or not isinstance(ema_momentum, (int, float))
+            or not 0.0 <= ema_momentum < 1.0
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `ema_momentum`, "
+                f"expected 'auto', None or a float in [0, 1), got "
+                f"{ema_momentum!r}."
+            )
         if optimizer == "auto":
             learning_rate = self.default_learning_rate
             if decay_steps is not None:
                 learning_rate = keras.optimizers.schedules.CosineDecay(
                     learning_rate, decay_steps, alpha=0.05
                 )
-            optimizer = keras.optimizers.Adam(learning_rate, clipnorm=1.0)
-        elif decay_steps is not None:
+            ema = {}
+            if ema_momentum is not None:
+                ema = {"use_ema": True, "ema_momentum": float(ema_momentum)}
+            optimizer = keras.optimizers.Adam(
+                learning_rate, clipnorm=1.0, **ema
+            )
+        elif decay_steps is not None or ema_momentum is not None:
             raise ValueError(
-                "Argument `decay_steps` applies to optimizer='auto' only; "
-                f"received optimizer={optimizer!r}."
+                "Arguments `decay_steps` and `ema_momentum` apply to "
+                f"optimizer='auto' only; received optimizer={optimizer!r}."
             )
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy()

@@ -176,7 +176,9 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
             model.adapt(self.adapt_data)
         # `compile()`'s "auto" optimizer reads the rate from here.
         model.default_learning_rate = learning_rate
-        model.compile(decay_steps=self.decay_steps)
+        # No weight average: trials are scored, checkpointed and compared
+        # on each epoch's trained weights.
+        model.compile(decay_steps=self.decay_steps, ema_momentum=None)
         return model
 
     # -------------------------------------------------------------- fit
