@@ -143,6 +143,53 @@ def fast_paths_enabled():
     return os.environ.get("LSTM_KERAS_FAST_PATH", "1").strip() != "0"
 
 
+def standard_lstm_mismatch(
+    layer,
+    training,
+    activations=(keras.activations.tanh,),
+    recurrent_activations=(keras.activations.sigmoid,),
+    require_bias=False,
+):
+    """Why a kernel of the standard LSTM cannot run `layer`, or `None`.
+
+    The conditions every fast path shares (cuDNN's and our CPU ops'):
+    no unrolling, none of the cell variants, the default activations, and
+    no recurrent dropout while training.
+
+    Args:
+        layer: An `lstm_keras.LSTM`.
+        training: Whether dropout is active.
+        activations: The activations the kernel accepts for `activation`.
+            Defaults to Keras's `tanh`.
+        recurrent_activations: Those it accepts for
+            `recurrent_activation`. Defaults to Keras's `sigmoid`.
+        require_bias: Whether the kernel needs `use_bias=True` (cuDNN's
+            condition in Keras). Defaults to `False`.
+
+    Returns:
+        A short reason for a `NotImplementedError`, or `None` when the
+        layer's configuration is the kernel's.
+    """
+    cell = layer.cell
+    if layer.unroll:
+        return "unroll=True"
+    if (
+        getattr(cell, "use_peepholes", False)
+        or getattr(cell, "layer_norm", False)
+        or getattr(cell, "projection_units", None)
+    ):
+        return "cell variant (peepholes, layer norm or projection)"
+    if not any(cell.activation is f for f in activations):
+        return "activation is not tanh"
+    if not any(cell.recurrent_activation is f for f in recurrent_activations):
+        return "recurrent_activation is not sigmoid"
+    if require_bias and not cell.use_bias:
+        return "use_bias=False (Keras's cuDNN condition)"
+    if training and cell.recurrent_dropout > 0:
+        return "recurrent dropout"
+    return None
+
+
 def layer_supports_jit(layer):
     """Whether XLA compilation leaves `layer`'s dispatch unchanged.
 

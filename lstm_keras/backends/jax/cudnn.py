@@ -40,22 +40,11 @@ def check_supported(layer, sequences, training):
     cell = layer.cell
     if not _gpu_available():
         _decline("JAX's default backend is not a GPU")
-    if layer.unroll:
-        _decline("unroll=True")
-    if (
-        getattr(cell, "use_peepholes", False)
-        or getattr(cell, "layer_norm", False)
-        or getattr(cell, "projection_units", None)
-    ):
-        _decline("cell variant (peepholes, layer norm or projection)")
-    if cell.activation not in _TANH:
-        _decline("activation is not tanh")
-    if cell.recurrent_activation not in _SIGMOID:
-        _decline("recurrent_activation is not sigmoid")
-    if not cell.use_bias:
-        _decline("use_bias=False (Keras's cuDNN condition)")
-    if training and cell.recurrent_dropout > 0:
-        _decline("recurrent dropout")
+    reason = dispatch.standard_lstm_mismatch(
+        layer, training, _TANH, _SIGMOID, require_bias=True
+    )
+    if reason:
+        _decline(reason)
     if sequences.dtype != jnp.float32 or cell.kernel.dtype != "float32":
         _decline(f"dtype {sequences.dtype} (float32 only)")
 

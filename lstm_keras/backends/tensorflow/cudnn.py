@@ -55,23 +55,13 @@ def _decline(reason):
 
 def _check_layer(layer, check_device=True):
     """The conditions known before the layer is called."""
-    cell = layer.cell
     if check_device and not _gpu_visible():
         _decline("no GPU is visible")
-    if layer.unroll:
-        _decline("unroll=True")
-    if (
-        getattr(cell, "use_peepholes", False)
-        or getattr(cell, "layer_norm", False)
-        or getattr(cell, "projection_units", None)
-    ):
-        _decline("cell variant (peepholes, layer norm or projection)")
-    if cell.activation not in _TANH:
-        _decline("activation is not tanh")
-    if cell.recurrent_activation not in _SIGMOID:
-        _decline("recurrent_activation is not sigmoid")
-    if not cell.use_bias:
-        _decline("use_bias=False (Keras's cuDNN condition)")
+    reason = dispatch.standard_lstm_mismatch(
+        layer, False, _TANH, _SIGMOID, require_bias=True
+    )
+    if reason:
+        _decline(reason)
 
 
 def may_run(layer):

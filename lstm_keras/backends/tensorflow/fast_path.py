@@ -9,11 +9,11 @@ every gradient (inputs, weights, bias, initial states).
 
 import functools
 
-import keras
 import tensorflow as tf
 from tensorflow.python.eager import record
 from tensorflow.python.ops import control_flow_util
 
+from lstm_keras import dispatch
 from lstm_keras.backends.tensorflow import build
 
 _OP_NAME = "LstmKerasSequence"
@@ -38,20 +38,9 @@ def _decline(reason):
 def check_supported(layer, sequences, training):
     """Raises `NotImplementedError` unless the ops compute this layer."""
     cell = layer.cell
-    if layer.unroll:
-        _decline("unroll=True")
-    if (
-        getattr(cell, "use_peepholes", False)
-        or getattr(cell, "layer_norm", False)
-        or getattr(cell, "projection_units", None)
-    ):
-        _decline("cell variant (peepholes, layer norm or projection)")
-    if cell.activation is not keras.activations.tanh:
-        _decline("activation is not tanh")
-    if cell.recurrent_activation is not keras.activations.sigmoid:
-        _decline("recurrent_activation is not sigmoid")
-    if training and cell.recurrent_dropout > 0:
-        _decline("recurrent dropout")
+    reason = dispatch.standard_lstm_mismatch(layer, training)
+    if reason:
+        _decline(reason)
     if sequences.dtype != tf.float32 or cell.kernel.dtype != "float32":
         _decline(f"dtype {sequences.dtype.name} (float32 only)")
     if _gpu_visible():

@@ -17,6 +17,8 @@ import torch
 # gate order is the same, so it transposes and adds a zero `bias_hh`).
 from keras.src.backend.torch.rnn import prepare_lstm_params
 
+from lstm_keras import dispatch
+
 CPU_FAST_PATH = True
 """Whether inputs on the CPU take this path too. Forward and backward at
 batch 64, 100 steps, 40 features, 128 units on 2 cores, it took 45 ms
@@ -57,22 +59,11 @@ def check_supported(layer, sequences, mask, training):
         _decline("a mask (torch's LSTM takes no sequence lengths)")
     if _tracing():
         _decline("inside a TorchScript or Dynamo trace")
-    if layer.unroll:
-        _decline("unroll=True")
-    if (
-        getattr(cell, "use_peepholes", False)
-        or getattr(cell, "layer_norm", False)
-        or getattr(cell, "projection_units", None)
-    ):
-        _decline("cell variant (peepholes, layer norm or projection)")
-    if cell.activation not in _TANH:
-        _decline("activation is not tanh")
-    if cell.recurrent_activation not in _SIGMOID:
-        _decline("recurrent_activation is not sigmoid")
-    if not cell.use_bias:
-        _decline("use_bias=False (Keras's cuDNN condition)")
-    if training and cell.recurrent_dropout > 0:
-        _decline("recurrent dropout")
+    reason = dispatch.standard_lstm_mismatch(
+        layer, training, _TANH, _SIGMOID, require_bias=True
+    )
+    if reason:
+        _decline(reason)
     if sequences.dtype != torch.float32 or cell.kernel.dtype != "float32":
         _decline(f"dtype {sequences.dtype} (float32 only)")
 
