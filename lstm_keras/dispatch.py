@@ -270,6 +270,25 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     )
 
 
+def generic_lstm_sequence_as_fast_path(
+    layer, sequences, initial_state, mask, training
+):
+    """`generic_lstm_sequence`, its result shaped as a fast path's.
+
+    For the other branch of a run-time choice (`tf.cond`, `jax.lax.cond`)
+    beside a fast path: both branches must return the same shapes, and the
+    fast paths return `outputs` `(batch, 1, units)` without
+    `return_sequences` (`keras.layers.RNN.call` reads `outputs` only with
+    it). Arguments and return value as for `lstm_sequence`.
+    """
+    last_output, outputs, states = generic_lstm_sequence(
+        layer, sequences, initial_state, mask, training
+    )
+    if not layer.return_sequences:
+        outputs = last_output[:, None]
+    return last_output, outputs, list(states)
+
+
 def generic_lstm_sequence(layer, sequences, initial_state, mask, training):
     """The reference sequence loop, in `keras.ops`, for every backend.
 

@@ -105,20 +105,10 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     return jax.lax.cond(
         supported,
         lambda: _cudnn_sequence(layer, sequences, h0, c0, mask, training),
-        lambda: _generic_sequence(layer, sequences, h0, c0, mask, training),
+        lambda: dispatch.generic_lstm_sequence_as_fast_path(
+            layer, sequences, [h0, c0], mask, training
+        ),
     )
-
-
-def _generic_sequence(layer, sequences, h0, c0, mask, training):
-    """The generic path, its result shaped as `_cudnn_sequence`'s (a cond's
-    branches must agree; `RNN.call` ignores `outputs` but for
-    `return_sequences`)."""
-    last_output, outputs, states = dispatch.generic_lstm_sequence(
-        layer, sequences, [h0, c0], mask, training
-    )
-    if not layer.return_sequences:
-        outputs = last_output[:, None]
-    return last_output, outputs, list(states)
 
 
 def _cudnn_sequence(layer, sequences, h0, c0, mask, training):
