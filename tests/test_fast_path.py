@@ -164,6 +164,48 @@ def test_matches_generic_path_for_odd_sizes(
     )
 
 
+@pytest.mark.parametrize(
+    "units, options",
+    [
+        (64, {"return_sequences": True}),
+        (96, {"return_sequences": True, "go_backwards": True}),
+        (128, {"return_sequences": True, "zero_output_for_mask": True}),
+        (128, {"return_state": True, "go_backwards": True}),
+    ],
+    ids=str,
+)
+def test_batch_one_split_over_two_threads(
+    kernels, fast_path_calls, rng, units, options
+):
+    # With one batch row and two or more CPU threads, the forward op splits
+    # each step's units between two threads (units a multiple of 32, at
+    # least 64). 66 steps: two whole projection chunks of 32 and one of 2;
+    # the mask pads on the left, leaves a gap and pads on the right.
+    timesteps = 66
+    x = rng.normal(size=(1, timesteps, FEATURES)).astype("float32")
+    mask = np.ones((1, timesteps), bool)
+    mask[0, :3] = mask[0, 30:35] = mask[0, -4:] = False
+    x[~mask] = np.nan
+    states = [rng.normal(size=(1, units)).astype("float32") for _ in range(2)]
+    layer = lstm_keras.LSTM(units, **options)
+    _assert_fast_equals_generic(
+        lambda: layer,
+        x,
+        fast_path_calls,
+        mask=mask,
+        initial_state=states,
+    )
+    # Without a tape the op saves nothing and projects through its chunk
+    # buffer; repeated calls check that the two threads never race.
+    with dispatch.fast_paths_disabled():
+        expected = layer(x, mask=mask, initial_state=states)
+    expected = [np.asarray(e) for e in tf.nest.flatten(expected)]
+    for _ in range(20):
+        got = tf.nest.flatten(layer(x, mask=mask, initial_state=states))
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g.numpy(), e, **TOLERANCE)
+
+
 def test_matches_numpy_reference(kernels, fast_path_calls, rng):
     # An independent check: the float64 NumPy forward and hand-derived BPTT.
     from lstm_keras.gradcheck import reference
