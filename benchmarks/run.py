@@ -62,8 +62,8 @@ TASK_LABELS = {
 }
 # name: (batch, timesteps, features, units, training steps timed)
 SHAPES = {
-    "speech": (64, 100, 40, 128, 20),
-    "text": (64, 200, 128, 128, 15),
+    "speech": (64, 100, 40, 128, 40),
+    "text": (64, 200, 128, 128, 30),
     "long": (8, 2000, 32, 128, 5),
 }
 # Inference memory is measured at these lengths of the long shape too, to
@@ -148,7 +148,7 @@ def measure(args):
                     features,
                     units,
                     steps=max(2, int(steps * step_scale)),
-                    warmup=2,
+                    warmup=3,
                 )
                 for task in impl_tasks:
                     raw[shape][task].setdefault(impl, []).append(
@@ -307,6 +307,7 @@ def plot(summary, impls, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     shapes = [s for s in summary if s != "memory_mib"]
     panels = [
@@ -331,15 +332,27 @@ def plot(summary, impls, path):
                 .get(impl, float("nan"))
                 for s in shapes
             ]
-            axis.bar(
+            bars = axis.bar(
                 [k + index * width for k in range(len(shapes))],
                 values,
                 width,
                 label=LABELS[impl],
             )
+            axis.bar_label(bars, fmt="%.3g", fontsize=7, rotation=90)
         axis.set_xticks([k + 0.4 - width / 2 for k in range(len(shapes))])
         axis.set_xticklabels(shapes)
+        # Log scale: the shapes' times differ by 10x and more. Ticks as
+        # plain numbers, and headroom for the labels.
         axis.set_yscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        axis.yaxis.set_major_formatter(plain)
+        axis.yaxis.set_minor_locator(
+            matplotlib.ticker.LogLocator(subs=(2.0, 3.0, 5.0))
+        )
+        axis.yaxis.set_minor_formatter(plain)
+        axis.tick_params(axis="y", which="minor", labelsize=7)
+        low, high = axis.get_ylim()
+        axis.set_ylim(low / 1.5, high * 2)
         axis.set_title(title)
     if has_memory:
         axis = axes[-1]

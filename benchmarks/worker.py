@@ -53,7 +53,9 @@ TASKS = (
     "infer_memory",
 )
 SERVING_IMPLS = ("ours", "keras_tf")
-# Serving calls are cheap; this many per training step timed.
+# Inference calls are cheap, and a median of a few is noisy: this many
+# per training step timed (warm-up included).
+LATENCY_CALLS_PER_STEP = 20
 SERVING_CALLS_PER_STEP = 5
 
 
@@ -215,11 +217,12 @@ def _inference_call(args, batch):
 def latency_times(args):
     call = _inference_call(args, 1)
     times = []
-    for _ in range(args.warmup + args.steps):
+    calls = LATENCY_CALLS_PER_STEP * args.steps
+    for _ in range(LATENCY_CALLS_PER_STEP * args.warmup + calls):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    return times[args.warmup :]
+    return times[-calls:]
 
 
 def _exported_signature(args):

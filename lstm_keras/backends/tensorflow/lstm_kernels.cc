@@ -722,7 +722,8 @@ class LstmKerasSequenceOp : public OpKernel {
                       out_data + (return_sequences ? step : 0) * units + u0);
         }
         if (save_) {
-          std::copy_n(c.data() + u0, half_units, c_seq_data + step * units + u0);
+          std::copy_n(c.data() + u0, half_units,
+                      c_seq_data + step * units + u0);
         }
       });
       std::copy_n(h_buffers.data() + (time % 2) * units, units, h_last_data);
