@@ -19,9 +19,6 @@
 // The recurrence is independent per batch row, so both ops split the batch
 // into one contiguous block of rows per CPU worker thread, and each block
 // runs the whole time loop on its own rows: no per-step synchronisation.
-// A batch of one row is the exception: the forward op splits each step's
-// units between two threads instead (RunHalfSteps), which costs one
-// exchange per step but halves the recurrent matrix each core reads.
 // The matmuls by W, U and U^T (small: a block's rows by 4H) use the same
 // three matrices on every step, so each op packs them once into column
 // panels and multiplies with register-tiled AVX2/FMA micro-kernels (plain
@@ -33,18 +30,11 @@
 // time when go_backwards).
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
-#include <functional>
-#include <memory>
-#include <thread>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
-#endif
-#if defined(__SSE2__)
-#include <emmintrin.h>  // _mm_pause
 #endif
 
 #include "Eigen/Core"
@@ -427,126 +417,27 @@ int64_t TimeIndex(int64_t step, int64_t timesteps, bool go_backwards) {
   return go_backwards ? timesteps - 1 - step : step;
 }
 
-// One step of one row, for units [u0, u1): activates the gates in z (the
-// row's x_t W + h_prev U, bias not yet added) in place, then updates c, h
-// and the output on a real step, or keeps them on a masked one. h may be
-// h_prev (updated in place) or another buffer.
-inline void GateStep(float* z, const float* bias, int64_t units, int64_t u0,
-                     int64_t u1, bool real, bool zero_output,
-                     const float* h_prev, float* h, float* c, float* output) {
-  const int64_t n = u1 - u0;
-  ArrayMap input_gate(z + u0, n), forget_gate(z + units + u0, n),
-      candidate(z + 2 * units + u0, n), output_gate(z + 3 * units + u0, n);
-  input_gate = (input_gate + ConstArrayMap(bias + u0, n)).logistic();
-  forget_gate =
-      (forget_gate + ConstArrayMap(bias + units + u0, n)).logistic();
-  candidate = (candidate + ConstArrayMap(bias + 2 * units + u0, n)).tanh();
+// One step of one row: activates the gates in z (the row's x_t W +
+// h_prev U, bias not yet added) in place, then updates c, h and the output
+// on a real step, or keeps them on a masked one.
+inline void GateStep(float* z, const float* bias, int64_t units, bool real,
+                     bool zero_output, float* h, float* c, float* output) {
+  // Input and forget gates are adjacent: one sigmoid over both.
+  ArrayMap sigmoid_gates(z, 2 * units), candidate(z + 2 * units, units),
+      output_gate(z + 3 * units, units);
+  sigmoid_gates =
+      (sigmoid_gates + ConstArrayMap(bias, 2 * units)).logistic();
+  candidate = (candidate + ConstArrayMap(bias + 2 * units, units)).tanh();
   output_gate =
-      (output_gate + ConstArrayMap(bias + 3 * units + u0, n)).logistic();
-  ArrayMap c_range(c + u0, n), h_range(h + u0, n), output_range(output + u0, n);
+      (output_gate + ConstArrayMap(bias + 3 * units, units)).logistic();
+  ConstArrayMap input_gate(z, units), forget_gate(z + units, units);
+  ArrayMap c_row(c, units), h_row(h, units), output_row(output, units);
   if (real) {
-    c_range = forget_gate * c_range + input_gate * candidate;
-    h_range = output_gate * c_range.tanh();
-    output_range = h_range;
-  } else {
-    if (h != h_prev) std::copy_n(h_prev + u0, n, h + u0);
-    if (zero_output) output_range.setZero();
-  }
-}
-
-inline void CpuRelax() {
-#if defined(__SSE2__)
-  _mm_pause();
-#endif
-}
-
-// Spins until done(), yielding the core after a while (the thread we wait
-// for may have been preempted).
-template <typename Done>
-void SpinUntil(const Done& done) {
-  for (int spins = 0; !done(); ++spins) {
-    if (spins < 4096) {
-      CpuRelax();
-    } else {
-      std::this_thread::yield();
-    }
-  }
-}
-
-// A single batch row is one row block, so ForEachRowBlock would leave the
-// other cores idle while one streams U (256 KiB at H = 128) from L2 on
-// every step, which bounds batch-1 latency. Splitting each step's units in
-// two halves halves that traffic per core, for one synchronisation per
-// step (measured: 3.9 -> ~2.3 us per step at H = 128 on two cores).
-bool SplitsUnits(OpKernelContext* context, int64_t batch, int64_t units) {
-  const auto* threads = context->device()->tensorflow_cpu_worker_threads();
-  return batch == 1 && threads->num_threads >= 2 && units >= 64 &&
-         units % (2 * kPanel) == 0;
-}
-
-// Runs task(step, half) for half 0 and 1 of every step, both halves of a
-// step before either of the next. A worker thread runs the halves 1 from
-// the first step after it starts; until then, or if no worker is free, the
-// calling thread runs both halves, so it never waits on a thread that has
-// not started. Once started, the two threads exchange one cache line each
-// way per step.
-template <typename Task>
-void RunHalfSteps(OpKernelContext* context, int64_t steps, const Task& task) {
-  enum HelperState { kIdle, kRunning, kClosed, kExited };
-  struct Shared {
-    // The helper runs half 1 of step `published - 1`, then sets `done`.
-    alignas(64) std::atomic<int64_t> published{0};
-    alignas(64) std::atomic<int64_t> done{0};
-    alignas(64) std::atomic<int> helper{kIdle};
-    std::atomic<bool> stop{false};
-  };
-  // Shared outlives this call: a helper scheduled too late finds it closed.
-  auto shared = std::make_shared<Shared>();
-  const std::function<void(int64_t)> run_half_1 = [&task](int64_t step) {
-    task(step, 1);
-  };
-  const std::function<void(int64_t)>* run_ptr = &run_half_1;
-  context->device()->tensorflow_cpu_worker_threads()->workers->Schedule(
-      [shared, run_ptr]() {
-        int idle = kIdle;
-        if (!shared->helper.compare_exchange_strong(idle, kRunning)) return;
-        // From here until the caller sees kExited, `run_half_1` is alive.
-        int64_t done = 0;
-        while (true) {
-          int64_t published;
-          SpinUntil([&]() {
-            published = shared->published.load(std::memory_order_acquire);
-            return published > done ||
-                   shared->stop.load(std::memory_order_acquire);
-          });
-          if (published <= done) break;  // Stopped.
-          (*run_ptr)(published - 1);
-          done = published;
-          shared->done.store(done, std::memory_order_release);
-        }
-        shared->helper.store(kExited, std::memory_order_release);
-      });
-  bool helped = false;
-  for (int64_t step = 0; step < steps; ++step) {
-    helped = helped ||
-             shared->helper.load(std::memory_order_acquire) == kRunning;
-    if (!helped) {
-      task(step, 0);
-      task(step, 1);
-      continue;
-    }
-    shared->published.store(step + 1, std::memory_order_release);
-    task(step, 0);
-    SpinUntil([&]() {
-      return shared->done.load(std::memory_order_acquire) == step + 1;
-    });
-  }
-  shared->stop.store(true, std::memory_order_release);
-  int idle = kIdle;
-  if (!shared->helper.compare_exchange_strong(idle, kClosed)) {
-    SpinUntil([&]() {
-      return shared->helper.load(std::memory_order_acquire) == kExited;
-    });
+    c_row = forget_gate * c_row + input_gate * candidate;
+    h_row = output_gate * c_row.tanh();
+    output_row = h_row;
+  } else if (zero_output) {
+    output_row.setZero();
   }
 }
 
@@ -678,59 +569,6 @@ class LstmKerasSequenceOp : public OpKernel {
     // backwards when go_backwards: the projection reads x in place.
     const int64_t x_step_stride = go_backwards ? -input_dim : input_dim;
 
-    if (SplitsUnits(context, batch, units)) {
-      // One row, each step's units in two halves (RunHalfSteps). A half
-      // owns its units' columns of every gate (whole panels, as units is a
-      // multiple of 2 * kPanel), their c, h and outputs; h is
-      // double-buffered because both halves read all of h_prev.
-      const int64_t half_units = units / 2;
-      const int64_t panels_per_gate = units / kPanel;
-      const int64_t half_panels = panels_per_gate / 2;
-      const Panels W_panels = Panels::Of(W), U_panels = Panels::Of(U);
-      std::vector<float> h_buffers(2 * units);
-      std::copy_n(h0_data, units, h_buffers.data());
-      std::vector<float> c(c0_data, c0_data + units);
-      std::vector<float> output_prev(units, 0.0f);
-      std::vector<float> chunk_buffer(save_ ? 0 : kChunk * gates);
-      RunHalfSteps(context, time, [&](int64_t step, int half) {
-        const int64_t t = TimeIndex(step, time, go_backwards);
-        const int64_t u0 = half * half_units, u1 = u0 + half_units;
-        const float* h_prev = h_buffers.data() + (step % 2) * units;
-        float* h = h_buffers.data() + ((step + 1) % 2) * units;
-        float* z = save_ ? gate_data + step * gates
-                         : chunk_buffer.data() + (step % kChunk) * gates;
-        for (int64_t gate = 0; gate < 4; ++gate) {
-          const int64_t first = gate * panels_per_gate + half * half_panels;
-          const int64_t last = first + half_panels;
-          if (step % kChunk == 0) {
-            GemmPanels<false>(Rows{x_data + t * input_dim, x_step_stride},
-                              std::min(kChunk, time - step), W_panels, first,
-                              last, z, gates);
-          }
-          GemmPanels<true>(Rows{h_prev, units}, 1, U_panels, first, last, z,
-                           gates);
-        }
-        if (save_) {
-          std::copy_n(h_prev + u0, half_units,
-                      h_prev_data + step * units + u0);
-        }
-        const bool real = !has_mask || mask_data[t] > 0.5f;
-        GateStep(z, b, units, u0, u1, real, zero_output, h_prev, h, c.data(),
-                 output_prev.data());
-        if (return_sequences || step == time - 1) {
-          std::copy_n(output_prev.data() + u0, half_units,
-                      out_data + (return_sequences ? step : 0) * units + u0);
-        }
-        if (save_) {
-          std::copy_n(c.data() + u0, half_units,
-                      c_seq_data + step * units + u0);
-        }
-      });
-      std::copy_n(h_buffers.data() + (time % 2) * units, units, h_last_data);
-      std::copy_n(c.data(), units, c_last_data);
-      return;
-    }
-
     ForEachRowBlock(context, batch, [&](int64_t, int64_t row_begin,
                                         int64_t row_end) {
       const int64_t rows = row_end - row_begin;
@@ -782,8 +620,8 @@ class LstmKerasSequenceOp : public OpKernel {
                           h_prev_data + (row * time + step) * units);
             }
             const bool real = !has_mask || mask_data[row * time + t] > 0.5f;
-            GateStep(z_at(r, step), b, units, 0, units, real, zero_output,
-                     h_row, h_row, c_row, output_row);
+            GateStep(z_at(r, step), b, units, real, zero_output, h_row,
+                     c_row, output_row);
             if (return_sequences || step == time - 1) {
               const int64_t out_step = return_sequences ? step : 0;
               std::copy_n(output_row, units,
