@@ -237,12 +237,6 @@ void PanelRange(Rows a, const Panels& b, int64_t first, int64_t last,
     MicroKernel<MR, NP, kAccumulate>(a, b, b.panel(p), c + p * kPanel, ldc,
                                      b.n_size - p * kPanel);
   }
-  if constexpr (NP > 2) {
-    for (; p + 2 <= last; p += 2) {
-      MicroKernel<MR, 2, kAccumulate>(a, b, b.panel(p), c + p * kPanel, ldc,
-                                      b.n_size - p * kPanel);
-    }
-  }
   for (; p < last; ++p) {
     MicroKernel<MR, 1, kAccumulate>(a, b, b.panel(p), c + p * kPanel, ldc,
                                     b.n_size - p * kPanel);
@@ -256,21 +250,19 @@ constexpr int64_t kMinGemmRows = 4;
 // two panel loads and a broadcast fills AVX2's 16 registers.
 constexpr int64_t kTileRows = 6;
 
-// The columns of c[rows, N] = a[rows, K] @ B (or +=, kAccumulate) that
-// panels [first, last) of B hold.
+// c[rows, N] = a[rows, K] @ B (or +=, kAccumulate).
 template <bool kAccumulate>
-void GemmPanels(Rows a, int64_t rows, const Panels& b, int64_t first,
-                int64_t last, float* c, int64_t ldc) {
+void Gemm(Rows a, int64_t rows, const Panels& b, float* c, int64_t ldc) {
   if (rows < kMinGemmRows) {
     // Matrix-vector products: one row, four panels at a time.
     for (int64_t r = 0; r < rows; ++r) {
-      PanelRange<1, 4, kAccumulate>(a.Offset(r), b, first, last, c + r * ldc,
-                                    ldc);
+      PanelRange<1, 4, kAccumulate>(a.Offset(r), b, 0, b.panels(),
+                                    c + r * ldc, ldc);
     }
     return;
   }
   // Panel-outer, so a panel of B stays in L1 while every row tile uses it.
-  for (int64_t p = first; p < last; ++p) {
+  for (int64_t p = 0; p < b.panels(); ++p) {
     // Tiles of nearly equal height (32 rows: 6,6,5,5,5,5), not 6s and a
     // thin remainder that would keep too few accumulators busy.
     const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
@@ -300,12 +292,6 @@ void GemmPanels(Rows a, int64_t rows, const Panels& b, int64_t first,
       }
     }
   }
-}
-
-// c[rows, N] = a[rows, K] @ B (or +=, kAccumulate).
-template <bool kAccumulate>
-void Gemm(Rows a, int64_t rows, const Panels& b, float* c, int64_t ldc) {
-  GemmPanels<kAccumulate>(a, rows, b, 0, b.panels(), c, ldc);
 }
 
 // c[rows, N] = a[rows, K] @ B (or +=), a row-major with leading dimension
