@@ -472,10 +472,12 @@ def test_overwrite_replaces_the_version_and_runner_delegates(tmp_path):
 
 def test_docstring_example(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    globs = {**vars(export), "SentimentClassifier": SentimentClassifier}
+    from lstm_keras.export import saved_model
+
+    globs = {**vars(saved_model), "SentimentClassifier": SentimentClassifier}
     finder = doctest.DocTestFinder()
     runner_ = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    for test in finder.find(export, globs=globs):
+    for test in finder.find(saved_model, globs=globs):
         runner_.run(test)
     results = runner_.summarize(verbose=False)
     assert results.attempted > 0 and results.failed == 0

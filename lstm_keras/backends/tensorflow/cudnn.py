@@ -44,7 +44,7 @@ def _in_save_context():
     a CPU, so it must not hold a `CudnnRNN` op)."""
     try:
         from tensorflow.python.saved_model import save_context
-    except ImportError:  # A private module: if it moves, rely on export.py.
+    except ImportError:  # A private module: if it moves, rely on lstm_keras.export.
         return False
     return save_context.in_save_context()
 

@@ -1,0 +1,32 @@
+"""Exports for serving: TF Serving SavedModels and the checks they pass.
+
+- `export_for_serving(model, model_base_path)`: a versioned SavedModel that
+  TF Serving (or any TensorFlow, no `lstm_keras` needed) runs; see
+  `lstm_keras.export.saved_model`.
+- `graph_ops`, `nonstandard_ops`, `state_writes`, `describe`: what a written
+  SavedModel holds; see `lstm_keras.export.graph`.
+"""
+
+from lstm_keras.export.graph import FORBIDDEN_OP_PREFIXES
+from lstm_keras.export.graph import STATEFUL_WRITE_OPS
+from lstm_keras.export.graph import describe
+from lstm_keras.export.graph import graph_ops
+from lstm_keras.export.graph import nonstandard_ops
+from lstm_keras.export.graph import state_writes
+from lstm_keras.export.saved_model import METADATA_SIGNATURE
+from lstm_keras.export.saved_model import SIGNATURE
+from lstm_keras.export.saved_model import export_for_serving
+from lstm_keras.export.saved_model import write_saved_model
+
+__all__ = [
+    "FORBIDDEN_OP_PREFIXES",
+    "METADATA_SIGNATURE",
+    "SIGNATURE",
+    "STATEFUL_WRITE_OPS",
+    "describe",
+    "export_for_serving",
+    "graph_ops",
+    "nonstandard_ops",
+    "state_writes",
+    "write_saved_model",
+]
