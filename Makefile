@@ -24,8 +24,13 @@ $(VENV)/.installed-demo: setup.cfg pyproject.toml constraints.txt | $(PY)
 	$(PIP) -e '.[cpu,apps,plots]'
 	touch $@
 
+# TF Serving's protos check our warm-up files in the tests. Their wheel
+# requires the `tensorflow` package, which would clash with tensorflow-cpu,
+# so it is installed without its dependencies (grpcio and protobuf come with
+# TensorFlow).
 $(VENV)/.installed-test: setup.cfg pyproject.toml constraints.txt | $(PY)
 	$(PIP) -e '.[cpu,apps,tune,plots,test]'
+	$(PY) -m pip install -q --no-deps tensorflow-serving-api==2.21.0
 	touch $@ $(VENV)/.installed-demo
 
 ## demo: train the sentiment LSTM on the embedded SST-2, evaluate, export, print predictions

@@ -221,11 +221,17 @@ def _register_builtin_fast_paths():
     backend = keras.backend.backend()
     if backend == "tensorflow":
         from lstm_keras.backends.tensorflow import cudnn
+        from lstm_keras.backends.tensorflow import export_context
         from lstm_keras.backends.tensorflow import fast_path
+        from lstm_keras.backends.tensorflow import serving
 
         register_fast_path(
-            "tensorflow", cudnn.lstm_sequence, fast_path.lstm_sequence
+            "tensorflow",
+            cudnn.lstm_sequence,
+            fast_path.lstm_sequence,
+            serving.lstm_sequence,
         )
+        export_context.install_keras_export_hook()
     elif backend == "jax":
         from lstm_keras.backends.jax import cudnn
 

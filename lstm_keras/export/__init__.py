@@ -5,18 +5,22 @@
   `lstm_keras.export.saved_model`.
 - `graph_ops`, `nonstandard_ops`, `state_writes`, `describe`: what a written
   SavedModel holds; see `lstm_keras.export.graph`.
+- `write_warmup_requests`, `read_warmup_requests`: TF Serving's warm-up
+  file; see `lstm_keras.export.warmup`.
 """
 
 from lstm_keras.export.graph import FORBIDDEN_OP_PREFIXES
+from lstm_keras.export.graph import SIGNATURE
 from lstm_keras.export.graph import STATEFUL_WRITE_OPS
 from lstm_keras.export.graph import describe
 from lstm_keras.export.graph import graph_ops
 from lstm_keras.export.graph import nonstandard_ops
 from lstm_keras.export.graph import state_writes
-from lstm_keras.export.saved_model import METADATA_SIGNATURE
-from lstm_keras.export.saved_model import SIGNATURE
 from lstm_keras.export.saved_model import export_for_serving
 from lstm_keras.export.saved_model import write_saved_model
+from lstm_keras.export.signatures import METADATA_SIGNATURE
+from lstm_keras.export.warmup import read_warmup_requests
+from lstm_keras.export.warmup import write_warmup_requests
 
 __all__ = [
     "FORBIDDEN_OP_PREFIXES",
@@ -27,6 +31,8 @@ __all__ = [
     "export_for_serving",
     "graph_ops",
     "nonstandard_ops",
+    "read_warmup_requests",
     "state_writes",
     "write_saved_model",
+    "write_warmup_requests",
 ]

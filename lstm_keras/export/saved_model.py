@@ -1,36 +1,37 @@
 """SavedModels for TensorFlow Serving: `export_for_serving(model, path)`.
 
 Writes the layout TF Serving watches, `model_base_path/<version>/`
-(`saved_model.pb`, `variables/`, `assets/`, `fingerprint.pb`), whose
-`serving_default` signature goes from raw inputs to a decision:
+(`saved_model.pb`, `variables/`, `assets/`, `assets.extra/`,
+`fingerprint.pb`), for any built Keras model:
 
-- input `text`, string `[batch]` (`SentimentClassifier`); or `waveform`,
-  float32 `[batch, samples]`, mono, at the model's sample rate, zero-padded
-  at the end (`SpeechClassifier`); or, for any other classifier, the Keras
-  input's name, dtype and shape;
-- outputs `probabilities`, float32 `[batch, classes]`; `class_id`, int64
-  `[batch]`; `class_name`, string `[batch]`.
+- a classifier (`SentimentClassifier`, `SpeechClassifier`, or any model
+  given `class_names`) gets a `serving_default` signature from raw input
+  (`text`, `waveform`, or the Keras input's name) to `probabilities`,
+  `class_id` and `class_name`, and a `metadata` signature (`class_names`,
+  `sample_rate`; its one input, `unused`, is ignored, since TF Serving's
+  REST API cannot call a signature without inputs);
+- any other model gets a `serving_default` signature with the model's own
+  input and output names (`lstm_keras.export.signatures`).
 
-A second signature, `metadata`, returns the `class_names` (string
-`[classes]`) and the `sample_rate` (int64 scalar, 0 for text); its one
-input, `unused` (int32 scalar), is ignored (TF Serving's REST API cannot
-call a signature without inputs). The same travel as files in `assets/`:
-`class_names.txt` (one per line, in class id order) and `metadata.json`
-(model class, class names, sample rate, the signatures' names, dtypes and
-shapes). In Python, `loaded.serve(x)` (not a signature) returns the
-probabilities alone, as after `model.export`.
+`assets/metadata.json` describes the signatures (and `class_names.txt`
+lists a classifier's classes in class id order);
+`assets.extra/tf_serving_warmup_requests` holds requests of one row and of
+a batch that TF Serving replays when it loads the version, so that the
+first real request is not slow. In Python, `loaded.serve(...)` (not a
+signature) returns the first output alone, as after `model.export`.
 
 The graph holds only standard TensorFlow ops, so TF Serving (or any
 TensorFlow) runs it without this package: it is traced inside
-`lstm_keras.dispatch.fast_paths_disabled()` (no fast-path custom op), and
-every written SavedModel is scanned (`nonstandard_ops`) for custom ops,
-`PyFunc`s and `CudnnRNN*`, and refused if it has any. The signature is
-stateless: models with a stateful layer are refused, and a signature that
-writes a variable (`state_writes`) is too. An input of the wrong dtype or
-rank is refused before any layer sees it. A version is written into a
-hidden sibling folder (`.tmp-<version>-*`, which TF Serving ignores, not
-being an integer) and renamed into place, so a server never sees a
-half-written version.
+`export_tracing()`, where `lstm_keras.LSTM` runs on TensorFlow's own
+kernels (`lstm_keras.backends.tensorflow.serving`), and every written
+SavedModel is scanned (`nonstandard_ops`) for custom ops, `PyFunc`s and
+`CudnnRNN*`, and refused if it has any. The signature is stateless: models
+with a stateful layer are refused, and a signature that writes a variable
+(`state_writes`) is too. An input of the wrong rank or size is refused
+before any layer sees it, with an error naming the input. A version is
+written into a hidden sibling folder (`.tmp-<version>-*`, which TF Serving
+ignores, not being an integer) and renamed into place, so a server never
+sees a half-written version.
 """
 
 import contextlib
@@ -42,14 +43,14 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from lstm_keras import dispatch
+from lstm_keras.backends.tensorflow import export_context
+from lstm_keras.export import warmup
 from lstm_keras.export.graph import SIGNATURE
 from lstm_keras.export.graph import describe
 from lstm_keras.export.graph import nonstandard_ops
-from lstm_keras.export.graph import shape_list
 from lstm_keras.export.graph import state_writes
-
-METADATA_SIGNATURE = "metadata"
+from lstm_keras.export.signatures import METADATA_SIGNATURE
+from lstm_keras.export.signatures import serving_api
 
 
 def export_for_serving(
@@ -59,14 +60,17 @@ def export_for_serving(
     overwrite=False,
     class_names=None,
     sample_rate=None,
+    input_signature=None,
     verbose=True,
 ):
     """Exports `model` as version `version` of a TF Serving model.
 
     Args:
-        model: A built Keras classifier with one input and one
-            `(batch, classes)` probability output: a `SentimentClassifier`,
-            a `SpeechClassifier`, or any model given `class_names`.
+        model: A built Keras model: a classifier (`SentimentClassifier`,
+            `SpeechClassifier`, or any model with one input and one
+            `(batch, classes)` probability output, given `class_names`), or
+            any other model (functional, `Sequential`, or subclassed with
+            `input_signature`).
         model_base_path: The model's folder (TF Serving's
             `--model_base_path`); created if missing.
         version: Positive integer, the version folder's name. Defaults to
@@ -74,9 +78,13 @@ def export_for_serving(
         overwrite: Boolean, whether an existing version is replaced (else
             it is an error). Defaults to `False`.
         class_names: Sequence of class names in class id order, or `None`
-            for `model.class_names`. Defaults to `None`.
+            for `model.class_names` if the model has them (a classifier's
+            signature), else the model's own outputs. Defaults to `None`.
         sample_rate: Samples per second of a waveform input, or `None` for
             `model.sample_rate` (if any). Defaults to `None`.
+        input_signature: List of named `tf.TensorSpec`s, one per input, for
+            a model without `inputs` (subclassed); `None` takes the model's
+            Keras inputs. Defaults to `None`.
         verbose: Boolean, print where the version went and its signature.
             Defaults to `True`.
 
@@ -119,6 +127,7 @@ def export_for_serving(
         overwrite=overwrite,
         class_names=class_names,
         sample_rate=sample_rate,
+        input_signature=input_signature,
     )
     if verbose:
         print(f"Exported version {version} to {path}")
@@ -127,7 +136,12 @@ def export_for_serving(
 
 
 def write_saved_model(
-    model, path, overwrite=False, class_names=None, sample_rate=None
+    model,
+    path,
+    overwrite=False,
+    class_names=None,
+    sample_rate=None,
+    input_signature=None,
 ):
     """Writes the serving SavedModel to exactly `path`, atomically.
 
@@ -139,8 +153,9 @@ def write_saved_model(
     Returns:
         `path`.
     """
-    # Checked before anything is written (`_archive` uses the result).
-    _check_model(model, class_names, sample_rate)
+    _check_model(model)
+    # Checked before anything is written.
+    api = serving_api(model, class_names, sample_rate, input_signature)
     path = os.path.abspath(os.fspath(path))
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
@@ -148,25 +163,13 @@ def write_saved_model(
     old = None
     try:
         with tempfile.TemporaryDirectory() as staging, _tracing(model):
-            # Traced lazily: in `write_out`, so inside `_tracing` too.
-            archive, spec = _archive(model, class_names, sample_rate)
+            archive = _archive(model, api)
             # `ExportArchive` saves what its root tracks; assets included.
-            archive._tf_trackable.assets = _assets(spec, staging)
+            archive._tf_trackable.assets = _assets(api.spec, staging)
+            # Traced here, inside `_tracing`.
             archive.write_out(tmp, verbose=False)
-        found = nonstandard_ops(tmp)
-        if found:
-            raise ValueError(
-                f"The SavedModel of {model.name!r} holds ops that TF Serving "
-                f"cannot run without lstm_keras or a GPU: {sorted(found)}. "
-                "It was not written."
-            )
-        writes = state_writes(tmp)
-        if writes:
-            raise ValueError(
-                f"The serving signature of {model.name!r} writes state "
-                f"({sorted(writes)}), so a request would depend on the ones "
-                "before it. It was not written."
-            )
+        _check_written(model, tmp)
+        warmup.write_warmup_requests(tmp, api.warmup_requests())
         if os.path.exists(path):
             if not overwrite:
                 raise FileExistsError(f"{path!r} exists (overwrite=False).")
@@ -184,80 +187,11 @@ def write_saved_model(
     return path
 
 
-@contextlib.contextmanager
-def _tracing(model):
-    """Traces the inference graph that a server should run.
-
-    The generic LSTM loop (no custom op), and recurrent cells with dropout
-    rates of 0: Keras's `RNN.call` draws the cells' dropout masks even
-    when not training (and throws them away), which would put a write of
-    the seed generator's state into every request. Inference does not
-    depend on the rates, so the outputs are unchanged.
-    """
-    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
-
-    cells = [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, DropoutRNNCell)
-    ]
-    rates = [(cell.dropout, cell.recurrent_dropout) for cell in cells]
-    try:
-        for cell in cells:
-            cell.dropout = cell.recurrent_dropout = 0.0
-        with dispatch.fast_paths_disabled():
-            yield
-    finally:
-        for cell, (dropout, recurrent_dropout) in zip(
-            cells, rates, strict=True
-        ):
-            cell.dropout, cell.recurrent_dropout = dropout, recurrent_dropout
-
-
-def _input_spec(model):
-    """`(signature input name, tf.TensorSpec)` of the model's raw input."""
-    inputs = getattr(model, "inputs", None) or []
-    outputs = getattr(model, "outputs", None) or []
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(
-            "Argument `model` must be a functional model with one input and "
-            f"one output to be exported for serving; {model.name!r} has "
-            f"{len(inputs)} and {len(outputs)}."
-        )
-    tensor = inputs[0]
-    # The signature's input key is the TensorSpec's name: `text`, or
-    # `waveform` (a request holds one per row) for the speech model, whose
-    # Keras input is called `waveforms`.
-    name = {"waveforms": "waveform"}.get(tensor.name, tensor.name)
-    shape = (None,) + tuple(tensor.shape[1:])
-    return name, tf.TensorSpec(shape, tensor.dtype, name=name)
-
-
-def _check_model(model, class_names, sample_rate):
+def _check_model(model):
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(
             "Argument `model` must be a built Keras model, got "
             f"{type(model).__name__}: {model!r}."
-        )
-    _input_spec(model)
-    if class_names is None:
-        class_names = getattr(model, "class_names", None)
-    if class_names is None:
-        raise ValueError(
-            f"Argument `model` ({model.name!r}) has no `class_names`; pass "
-            "`class_names` (the names of its outputs' classes, in order)."
-        )
-    class_names = [str(name) for name in class_names]
-    if len(class_names) < 2 or len(set(class_names)) != len(class_names):
-        raise ValueError(
-            "Argument `class_names` must hold at least two distinct names, "
-            f"got {class_names!r}."
-        )
-    num_classes = model.outputs[0].shape[-1]
-    if num_classes != len(class_names):
-        raise ValueError(
-            f"Argument `class_names` has {len(class_names)} names but "
-            f"{model.name!r} outputs {num_classes} probabilities."
         )
     stateful = [
         layer.name
@@ -271,104 +205,92 @@ def _check_model(model, class_names, sample_rate):
             "before it. Rebuild the model with stateful=False (the weights "
             "load unchanged) and export that."
         )
-    if sample_rate is None:
-        sample_rate = getattr(model, "sample_rate", None)
-    if sample_rate is not None and (
-        isinstance(sample_rate, bool)
-        or not isinstance(sample_rate, int)
-        or sample_rate < 1
-    ):
+
+
+def _check_written(model, path):
+    found = nonstandard_ops(path)
+    if found:
         raise ValueError(
-            "Argument `sample_rate` must be a positive integer or None, got "
-            f"{sample_rate!r}."
+            f"The SavedModel of {model.name!r} holds ops that TF Serving "
+            f"cannot run without lstm_keras or a GPU: {sorted(found)}. "
+            "It was not written."
         )
-    return class_names, sample_rate
-
-
-def _archive(model, class_names, sample_rate):
-    """The `keras.export.ExportArchive` and the description of its API."""
-    class_names, sample_rate = _check_model(model, class_names, sample_rate)
-    input_name, input_spec = _input_spec(model)
-    names = tf.constant(class_names)
-
-    def serve(inputs):
-        # A server feeds the request's tensor unchecked; refuse another
-        # rank here, with the input's name, before any layer sees it.
-        inputs = tf.ensure_shape(
-            inputs, input_spec.shape, name=f"check_{input_name}_shape"
+    writes = state_writes(path)
+    if writes:
+        raise ValueError(
+            f"The serving signature of {model.name!r} writes state "
+            f"({sorted(writes)}), so a request would depend on the ones "
+            "before it. It was not written."
         )
-        probabilities = tf.cast(model(inputs, training=False), "float32")
-        class_id = tf.argmax(probabilities, axis=-1, output_type="int64")
-        return {
-            "probabilities": probabilities,
-            "class_id": class_id,
-            "class_name": tf.gather(names, class_id),
-        }
 
-    def metadata(unused):
-        return {
-            "class_names": names,
-            "sample_rate": tf.constant(sample_rate or 0, "int64"),
-        }
 
+@contextlib.contextmanager
+def _tracing(model):
+    """Traces the inference graph that a server should run.
+
+    Inside `export_tracing()` (stock ops only), and with recurrent cells'
+    dropout rates at 0: Keras's `RNN.call` draws the cells' dropout masks
+    even when not training (and throws them away), which would put a write
+    of the seed generator's state into every request. Inference does not
+    depend on the rates, so the outputs are unchanged.
+    """
+    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+    cells = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, DropoutRNNCell)
+    ]
+    rates = [(cell.dropout, cell.recurrent_dropout) for cell in cells]
+    try:
+        for cell in cells:
+            cell.dropout = cell.recurrent_dropout = 0.0
+        with export_context.export_tracing():
+            yield
+    finally:
+        for cell, (dropout, recurrent_dropout) in zip(
+            cells, rates, strict=True
+        ):
+            cell.dropout, cell.recurrent_dropout = dropout, recurrent_dropout
+
+
+def _archive(model, api):
+    """The `keras.export.ExportArchive` of the model's serving API."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    serving_fn = archive.add_endpoint(SIGNATURE, serve, [input_spec])
-    # TF Serving's REST API and `saved_model_cli run` cannot call a
-    # signature without inputs: `metadata` takes one, which it ignores.
-    archive.add_endpoint(
-        METADATA_SIGNATURE, metadata, [tf.TensorSpec([], "int32", "unused")]
-    )
-    # `loaded.serve(x)`, the probabilities, as `model.export` gives it (a
+    specs = [spec for _, spec in api.inputs]
+    names = [name for name, _ in api.inputs]
+
+    def serve(*inputs):
+        return api.serve(**dict(zip(names, inputs, strict=True)))
+
+    serving_fn = archive.add_endpoint(SIGNATURE, serve, specs)
+    if api.metadata is not None:
+        archive.add_endpoint(
+            METADATA_SIGNATURE,
+            api.metadata,
+            [tf.TensorSpec([], "int32", "unused")],
+        )
+
+    # `loaded.serve(...)`, the first output, as `model.export` gives it (a
     # Python convenience, not a signature); it calls the same graph.
+    def first_output(*inputs):
+        outputs = serving_fn(*inputs)
+        return outputs[api.primary_output or next(iter(outputs))]
+
     archive._tf_trackable.serve = tf.function(
-        lambda inputs: serving_fn(inputs)["probabilities"],
-        input_signature=[input_spec],
-        autograph=False,
+        first_output, input_signature=specs, autograph=False
     )
-    spec = {
-        "model": type(model).__name__,
-        "class_names": class_names,
-        "sample_rate": sample_rate,
-        "signatures": {
-            SIGNATURE: {
-                "inputs": {
-                    input_name: {
-                        "dtype": input_spec.dtype.name,
-                        "shape": shape_list(input_spec.shape),
-                    }
-                },
-                "outputs": {
-                    "probabilities": {
-                        "dtype": "float32",
-                        "shape": [-1, len(class_names)],
-                    },
-                    "class_id": {"dtype": "int64", "shape": [-1]},
-                    "class_name": {"dtype": "string", "shape": [-1]},
-                },
-            },
-            METADATA_SIGNATURE: {
-                "inputs": {"unused": {"dtype": "int32", "shape": []}},
-                "outputs": {
-                    "class_names": {
-                        "dtype": "string",
-                        "shape": [len(class_names)],
-                    },
-                    "sample_rate": {"dtype": "int64", "shape": []},
-                },
-            },
-        },
-    }
-    return archive, spec
+    return archive
 
 
 def _assets(spec, staging):
-    """`tf.saved_model.Asset`s of `class_names.txt` and `metadata.json`."""
-    with open(os.path.join(staging, "class_names.txt"), "w") as f:
-        f.write("".join(name + "\n" for name in spec["class_names"]))
+    """`tf.saved_model.Asset`s of `metadata.json` (and `class_names.txt`)."""
+    names = ["metadata.json"]
     with open(os.path.join(staging, "metadata.json"), "w") as f:
         json.dump(spec, f, indent=1)
-    return [
-        tf.saved_model.Asset(os.path.join(staging, name))
-        for name in ("class_names.txt", "metadata.json")
-    ]
+    if spec["class_names"] is not None:
+        names.insert(0, "class_names.txt")
+        with open(os.path.join(staging, "class_names.txt"), "w") as f:
+            f.write("".join(name + "\n" for name in spec["class_names"]))
+    return [tf.saved_model.Asset(os.path.join(staging, name)) for name in names]

@@ -28,6 +28,7 @@ from keras.src.backend.tensorflow.rnn import _standardize_cudnn_weights
 from tensorflow.python.ops import control_flow_util
 
 from lstm_keras import dispatch
+from lstm_keras.backends.tensorflow import export_context
 
 # The activations cuDNN computes (Keras's `_do_lstm_arguments_support_cudnn`).
 _TANH = (keras.activations.tanh, tf.tanh, keras.ops.tanh)
@@ -37,16 +38,6 @@ _SIGMOID = (keras.activations.sigmoid, tf.sigmoid, keras.ops.sigmoid)
 @functools.cache
 def _gpu_visible():
     return bool(tf.config.list_logical_devices("GPU"))
-
-
-def _in_save_context():
-    """Whether `tf.saved_model.save` is tracing (a saved graph must serve on
-    a CPU, so it must not hold a `CudnnRNN` op)."""
-    try:
-        from tensorflow.python.saved_model import save_context
-    except ImportError:  # A private module: if it moves, rely on lstm_keras.export.
-        return False
-    return save_context.in_save_context()
 
 
 def _decline(reason):
@@ -89,8 +80,9 @@ def check_supported(layer, sequences, training):
     graph = tf.compat.v1.get_default_graph()
     if control_flow_util.GraphOrParentsInXlaContext(graph):
         _decline("inside an XLA-compiled function (no XLA cuDNN RNN)")
-    if _in_save_context():
-        _decline("tracing for a SavedModel")
+    if export_context.exporting():
+        # A saved graph must serve on a CPU too.
+        _decline("tracing for export")
 
 
 def mask_is_supported(mask):

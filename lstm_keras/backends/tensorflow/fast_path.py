@@ -15,6 +15,7 @@ from tensorflow.python.ops import control_flow_util
 
 from lstm_keras import dispatch
 from lstm_keras.backends.tensorflow import build
+from lstm_keras.backends.tensorflow import export_context
 
 _OP_NAME = "LstmKerasSequence"
 
@@ -45,6 +46,9 @@ def check_supported(layer, sequences, training):
         _decline(f"dtype {sequences.dtype.name} (float32 only)")
     if _gpu_visible():
         _decline("a GPU is visible (the ops are CPU-only)")
+    if export_context.exporting():
+        # A graph run elsewhere (TF Serving, a fresh process) lacks our ops.
+        _decline("tracing for export")
     graph = tf.compat.v1.get_default_graph()
     if control_flow_util.GraphOrParentsInXlaContext(graph):
         _decline("inside an XLA-compiled function")

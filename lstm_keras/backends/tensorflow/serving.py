@@ -1,0 +1,281 @@
+"""The path exported graphs run: `lstm_keras.LSTM` on stock TensorFlow ops.
+
+While a graph is traced for export (`export_context.exporting()`), the
+custom-op and cuDNN paths decline, and `lstm_sequence` here runs the layer
+with ops that every TensorFlow build has (so TF Serving too), choosing at
+run time between two implementations that give the generic path's outputs
+and states:
+
+- `BlockLSTMV2`, TensorFlow's fused LSTM kernel, for small batches (up to
+  `BLOCK_LSTM_MAX_BATCH` rows) without a mask or with a right-padded one
+  (per-row lengths; `go_backwards` through `tf.reverse_sequence`). One op
+  runs the whole sequence, so a batch of one row pays no per-step loop
+  overhead.
+- A `tf.while_loop` over time for larger batches and for any mask (left
+  padding, holes). The input projection `x @ W + b` of every step is one
+  matmul before the loop, and the rows are split into `LOOP_SHARDS`
+  independent loops that TensorFlow runs concurrently, since one step's
+  `h_prev @ U` is too small to keep two cores busy.
+
+Covered: float32, `activation` tanh, `recurrent_activation` sigmoid, with or
+without bias, peepholes (the cell's peepholes are `BlockLSTMV2`'s), initial
+states, `go_backwards`, `return_sequences`, `zero_output_for_mask`, and any
+mask. Declined (the generic loop runs): layer norm, projection, other
+activations or dtypes, and dropout while training.
+"""
+
+import keras
+import tensorflow as tf
+
+from lstm_keras.backends.tensorflow import export_context
+
+# Rows up to which BlockLSTMV2 beats the sharded loop on a 2-core x86-64.
+BLOCK_LSTM_MAX_BATCH = 4
+LOOP_SHARDS = 2
+
+_TANH = (keras.activations.tanh, tf.tanh, keras.ops.tanh)
+_SIGMOID = (keras.activations.sigmoid, tf.sigmoid, keras.ops.sigmoid)
+
+
+def _decline(reason):
+    raise NotImplementedError(f"TensorFlow serving path: {reason}")
+
+
+def check_supported(layer, sequences, training):
+    """Raises `NotImplementedError` unless this path computes the layer."""
+    cell = layer.cell
+    if not export_context.exporting():
+        _decline("not tracing for export")
+    if getattr(cell, "layer_norm", False) or getattr(
+        cell, "projection_units", None
+    ):
+        _decline("layer norm or projection")
+    if not any(cell.activation is f for f in _TANH):
+        _decline("activation is not tanh")
+    if not any(cell.recurrent_activation is f for f in _SIGMOID):
+        _decline("recurrent_activation is not sigmoid")
+    if training and (cell.dropout > 0 or cell.recurrent_dropout > 0):
+        _decline("dropout while training")
+    if sequences.dtype != tf.float32 or cell.kernel.dtype != "float32":
+        _decline(f"dtype {sequences.dtype.name} (float32 only)")
+
+
+def lstm_sequence(layer, sequences, initial_state, mask, training):
+    """The serving path; arguments and result as `dispatch.lstm_sequence`.
+
+    Returns `(last_output, outputs, [h, c])` with `outputs` `(batch, 1,
+    units)` unless `layer.return_sequences`.
+    """
+    check_supported(layer, sequences, training)
+    weights = _Weights(layer.cell)
+    h0, c0 = (tf.convert_to_tensor(s) for s in initial_state)
+    batch = tf.shape(sequences)[0]
+    small = batch <= BLOCK_LSTM_MAX_BATCH
+    if mask is None:
+        use_block = small
+    else:
+        mask = tf.cast(mask, tf.bool)
+        # Padding may hold anything (NaN too): zero it, as the generic path.
+        sequences = tf.where(mask[:, :, None], sequences, 0.0)
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        timesteps = tf.shape(mask)[1]
+        right_padded = tf.reduce_all(
+            tf.equal(mask, tf.sequence_mask(lengths, timesteps))
+        )
+        use_block = tf.logical_and(small, right_padded)
+
+    def block():
+        if mask is None:
+            return _block_unmasked(layer, weights, sequences, h0, c0)
+        return _block_right_padded(layer, weights, sequences, lengths, h0, c0)
+
+    def loop():
+        return _sharded_loop(layer, weights, sequences, mask, h0, c0)
+
+    known = tf.get_static_value(use_block)
+    if known is not None:
+        last_output, outputs, h, c = block() if known else loop()
+    else:
+        last_output, outputs, h, c = tf.cond(use_block, block, loop)
+    return last_output, outputs, [h, c]
+
+
+class _Weights:
+    """The cell's weights as tensors, read once per call."""
+
+    def __init__(self, cell):
+        units = cell.units
+        self.kernel = tf.convert_to_tensor(cell.kernel)
+        self.recurrent_kernel = tf.convert_to_tensor(cell.recurrent_kernel)
+        if cell.use_bias:
+            self.bias = tf.convert_to_tensor(cell.bias)
+        else:
+            self.bias = tf.zeros([4 * units], tf.float32)
+        self.use_peepholes = bool(getattr(cell, "use_peepholes", False))
+        if self.use_peepholes:
+            self.peepholes = [
+                tf.convert_to_tensor(w)
+                for w in (
+                    cell.input_peephole,
+                    cell.forget_peephole,
+                    cell.output_peephole,
+                )
+            ]
+        else:
+            self.peepholes = [tf.zeros([units], tf.float32)] * 3
+
+
+def _finish(layer, outputs, h, c):
+    """`(last_output, outputs, h, c)` from batch-major `outputs`."""
+    last_output = outputs[:, -1]
+    if not layer.return_sequences:
+        outputs = last_output[:, None]
+    return last_output, outputs, h, c
+
+
+def _block_lstm(weights, x, h0, c0, seq_len_max):
+    """`BlockLSTMV2` over batch-major `x`: time-major `(h, c)` sequences."""
+    i_peep, f_peep, o_peep = weights.peepholes
+    # The gates come in Keras's order (input, forget, candidate, output),
+    # which is BlockLSTMV2's; its `w` stacks W over U.
+    outputs = tf.raw_ops.BlockLSTMV2(
+        seq_len_max=tf.cast(seq_len_max, tf.int64),
+        x=tf.transpose(x, [1, 0, 2]),
+        cs_prev=c0,
+        h_prev=h0,
+        w=tf.concat([weights.kernel, weights.recurrent_kernel], axis=0),
+        wci=i_peep,
+        wcf=f_peep,
+        wco=o_peep,
+        b=weights.bias,
+        cell_clip=0.0,
+        use_peephole=weights.use_peepholes,
+    )
+    return outputs.h, outputs.cs
+
+
+def _block_unmasked(layer, weights, x, h0, c0):
+    if layer.go_backwards:
+        x = tf.reverse(x, axis=[1])
+    h_seq, c_seq = _block_lstm(weights, x, h0, c0, tf.shape(x)[1])
+    return _finish(layer, tf.transpose(h_seq, [1, 0, 2]), h_seq[-1], c_seq[-1])
+
+
+def _block_right_padded(layer, weights, x, lengths, h0, c0):
+    """Rows of real steps then padding; the generic path's results.
+
+    The kernel runs every row to the longest length; each row's state is
+    read at its own last real step (`h0`, `c0` for a row of no real step).
+    Backwards, each row is reversed within its length, so that its padding
+    stays at the end, and the outputs are put back in processing order,
+    where the padding's steps come first.
+    """
+    if layer.go_backwards:
+        x = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
+    # An empty batch's maximum is the lowest int32, which the kernel would
+    # take for a length.
+    longest = tf.maximum(tf.reduce_max(lengths), 0)
+    h_seq, c_seq = _block_lstm(weights, x, h0, c0, longest)
+    rows = tf.range(tf.shape(lengths)[0])
+    last_step = tf.stack([lengths, rows], axis=1)
+    h = tf.gather_nd(tf.concat([h0[None], h_seq], axis=0), last_step)
+    c = tf.gather_nd(tf.concat([c0[None], c_seq], axis=0), last_step)
+    outputs = tf.transpose(h_seq, [1, 0, 2])
+    timesteps = tf.shape(x)[1]
+    is_real = tf.sequence_mask(lengths, timesteps)[:, :, None]
+    # The output at a padded step: zeros before any real step, and after
+    # the last one zeros with `zero_output_for_mask`, else the last output.
+    has_real = (lengths > 0)[:, None]
+    last_real_output = tf.where(has_real, h, tf.zeros_like(h))
+    if layer.go_backwards or layer.zero_output_for_mask:
+        padding = tf.zeros_like(outputs)
+    else:
+        padding = tf.broadcast_to(last_real_output[:, None], tf.shape(outputs))
+    outputs = tf.where(is_real, outputs, padding)
+    if layer.go_backwards:
+        outputs = tf.reverse_sequence(
+            outputs, lengths, seq_axis=1, batch_axis=0
+        )
+        outputs = tf.reverse(outputs, axis=[1])
+    return _finish(layer, outputs, h, c)
+
+
+def _sharded_loop(layer, weights, x, mask, h0, c0):
+    """`_loop` on `LOOP_SHARDS` slices of the batch, run concurrently."""
+    batch = tf.shape(x)[0]
+    first = (batch + 1) // 2
+    sizes = tf.stack([first, batch - first])
+    if LOOP_SHARDS == 1:
+        return _loop(layer, weights, x, mask, h0, c0)
+    parts = [
+        tf.split(t, sizes, axis=0) if t is not None else [None, None]
+        for t in (x, mask, h0, c0)
+    ]
+    results = [
+        _loop(layer, weights, *shard) for shard in zip(*parts, strict=True)
+    ]
+    return tuple(
+        tf.concat(pieces, axis=0) for pieces in zip(*results, strict=True)
+    )
+
+
+def _loop(layer, weights, x, mask, h0, c0):
+    """The LSTM over time in a `tf.while_loop`, masked as the generic path.
+
+    A masked step keeps `h` and `c` and outputs zeros with
+    `zero_output_for_mask`, else the previous step's output (zeros before
+    the first real step).
+    """
+    units = h0.shape[-1]
+    if layer.go_backwards:
+        x = tf.reverse(x, axis=[1])
+        mask = None if mask is None else tf.reverse(mask, axis=[1])
+    # Time-major, so that each step reads one contiguous slice.
+    x = tf.transpose(x, [1, 0, 2])
+    timesteps, batch = tf.shape(x)[0], tf.shape(x)[1]
+    z_x = tf.reshape(
+        tf.matmul(tf.reshape(x, [-1, tf.shape(x)[2]]), weights.kernel)
+        + weights.bias,
+        [timesteps, batch, 4 * units],
+    )
+    if mask is not None:
+        mask = tf.transpose(mask)[:, :, None]  # (timesteps, batch, 1)
+    i_peep, f_peep, o_peep = weights.peepholes
+    recurrent_kernel = weights.recurrent_kernel
+    return_sequences = layer.return_sequences
+    outputs = tf.TensorArray(
+        tf.float32, size=timesteps if return_sequences else 0
+    )
+
+    def step(t, h_prev, c_prev, output_prev, outputs):
+        z = tf.gather(z_x, t) + tf.matmul(h_prev, recurrent_kernel)
+        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=1)
+        if weights.use_peepholes:
+            z_i += i_peep * c_prev
+            z_f += f_peep * c_prev
+        c = tf.sigmoid(z_f) * c_prev + tf.sigmoid(z_i) * tf.tanh(z_c)
+        if weights.use_peepholes:
+            z_o += o_peep * c
+        h = tf.sigmoid(z_o) * tf.tanh(c)
+        output = h
+        if mask is not None:
+            is_real = tf.gather(mask, t)
+            if layer.zero_output_for_mask:
+                output_prev = tf.zeros_like(h)
+            output = tf.where(is_real, h, output_prev)
+            h = tf.where(is_real, h, h_prev)
+            c = tf.where(is_real, c, c_prev)
+        if return_sequences:
+            outputs = outputs.write(t, output)
+        return t + 1, h, c, output, outputs
+
+    _, h, c, last_output, outputs = tf.while_loop(
+        lambda t, *_: t < timesteps,
+        step,
+        (tf.constant(0), h0, c0, tf.zeros_like(h0), outputs),
+    )
+    if return_sequences:
+        outputs = tf.transpose(outputs.stack(), [1, 0, 2])
+    else:
+        outputs = last_output[:, None]
+    return last_output, outputs, h, c

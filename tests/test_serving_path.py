@@ -1,0 +1,166 @@
+"""The stock-op path that exported graphs run, held to the generic path."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lstm_keras
+from lstm_keras import dispatch
+from lstm_keras.backends.tensorflow import export_context
+from lstm_keras.backends.tensorflow import serving
+
+pytestmark = pytest.mark.tensorflow_only
+
+FEATURES, UNITS, TIMESTEPS = 3, 5, 7
+
+
+def masks(batch, rng):
+    """Masks by kind: right-padded (with an empty row), left-padded, holes."""
+    lengths = rng.integers(0, TIMESTEPS + 1, size=batch)
+    lengths[0] = TIMESTEPS
+    if batch > 2:
+        lengths[1] = 0
+    steps = np.arange(TIMESTEPS)
+    right = steps[None] < lengths[:, None]
+    holes = rng.random((batch, TIMESTEPS)) < 0.7
+    holes[0] = True
+    return {
+        "none": None,
+        "right": right,
+        "left": right[:, ::-1].copy(),
+        "holes": holes,
+    }
+
+
+def traced_for_export(layer, with_mask, with_state):
+    """`layer`'s call traced as an export traces it, batch and time unknown."""
+    specs = [tf.TensorSpec([None, None, FEATURES], tf.float32)]
+    if with_mask:
+        specs.append(tf.TensorSpec([None, None], tf.bool))
+    if with_state:
+        specs += [tf.TensorSpec([None, UNITS], tf.float32)] * 2
+
+    def call(x, *rest):
+        rest = list(rest)
+        mask = rest.pop(0) if with_mask else None
+        return layer(x, mask=mask, initial_state=rest or None)
+
+    with export_context.export_tracing():
+        return tf.function(call, input_signature=specs).get_concrete_function()
+
+
+def function_ops(concrete):
+    graph_def = concrete.graph.as_graph_def()
+    ops = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        ops.update(node.op for node in function.node_def)
+    return ops
+
+
+CONFIGS = [
+    dict(go_backwards=go_backwards, return_sequences=return_sequences)
+    for go_backwards, return_sequences in itertools.product(
+        (False, True), (False, True)
+    )
+] + [
+    dict(return_sequences=True, zero_output_for_mask=True),
+    dict(go_backwards=True, zero_output_for_mask=True, return_state=True),
+    dict(return_state=True, use_bias=False),
+    dict(return_sequences=True, use_peepholes=True),
+    dict(go_backwards=True, use_peepholes=True, return_state=True),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(c))
+@pytest.mark.parametrize("batch", [1, 3, 9])
+def test_exported_path_matches_generic_path(config, batch, rng):
+    layer = lstm_keras.LSTM(UNITS, **config)
+    x = rng.normal(size=(batch, TIMESTEPS, FEATURES)).astype("float32")
+    layer(x)
+    if config.get("use_peepholes"):
+        for weight in ("input", "forget", "output"):
+            peephole = getattr(layer.cell, f"{weight}_peephole")
+            peephole.assign(rng.normal(size=UNITS).astype("float32"))
+    if layer.cell.use_bias:
+        layer.cell.bias.assign(rng.normal(size=4 * UNITS).astype("float32"))
+    h0, c0 = rng.normal(size=(2, batch, UNITS)).astype("float32")
+    for kind, mask in masks(batch, rng).items():
+        for with_state in (False, True):
+            served = traced_for_export(layer, mask is not None, with_state)
+            assert not any(
+                op.startswith("LstmKeras") for op in function_ops(served)
+            )
+            args = [x] + ([mask] if mask is not None else [])
+            args += [h0, c0] if with_state else []
+            # Padding may hold anything: NaN there must not matter.
+            if mask is not None:
+                args[0] = np.where(mask[:, :, None], x, np.nan).astype(
+                    "float32"
+                )
+            got = tf.nest.flatten(served(*args))
+            with dispatch.fast_paths_disabled():
+                expected = layer(
+                    args[0],
+                    mask=mask,
+                    initial_state=[h0, c0] if with_state else None,
+                )
+            expected = tf.nest.flatten(expected)
+            assert len(got) == len(expected)
+            for g, e in zip(got, expected, strict=True):
+                np.testing.assert_allclose(
+                    g, e, atol=1e-5, rtol=1e-5, err_msg=f"mask {kind}"
+                )
+
+
+def test_exported_graph_holds_both_stock_paths(rng):
+    layer = lstm_keras.LSTM(UNITS)
+    layer(np.zeros((1, TIMESTEPS, FEATURES), "float32"))
+    ops = function_ops(traced_for_export(layer, True, False))
+    assert {"BlockLSTMV2", "While", "If"} <= ops or {
+        "BlockLSTMV2",
+        "StatelessWhile",
+    } <= ops
+    assert not any(op.startswith(("LstmKeras", "CudnnRNN")) for op in ops)
+
+
+def test_declines_outside_export_and_for_variants():
+    layer = lstm_keras.LSTM(UNITS, layer_norm=True)
+    x = tf.zeros((1, TIMESTEPS, FEATURES))
+    layer(x)
+    with pytest.raises(NotImplementedError, match="not tracing for export"):
+        serving.check_supported(lstm_keras.LSTM(UNITS), x, False)
+    with export_context.export_tracing():
+        with pytest.raises(NotImplementedError, match="layer norm"):
+            serving.check_supported(layer, x, False)
+        relu = lstm_keras.LSTM(UNITS, activation="relu")
+        relu(x)
+        with pytest.raises(NotImplementedError, match="activation"):
+            serving.check_supported(relu, x, False)
+        dropout = lstm_keras.LSTM(UNITS, dropout=0.5)
+        dropout(x)
+        with pytest.raises(NotImplementedError, match="dropout"):
+            serving.check_supported(dropout, x, True)
+        serving.check_supported(dropout, x, False)
+
+
+def test_keras_export_archive_traces_for_export(tmp_path):
+    seen = []
+    layer = lstm_keras.LSTM(UNITS)
+
+    def serve(x):
+        seen.append(export_context.exporting())
+        return layer(x)
+
+    layer(np.zeros((1, TIMESTEPS, FEATURES), "float32"))
+    archive = keras.export.ExportArchive()
+    archive.track(layer)
+    archive.add_endpoint(
+        "serve", serve, [tf.TensorSpec([None, None, FEATURES], tf.float32)]
+    )
+    assert not export_context.exporting()
+    archive.write_out(str(tmp_path / "m"), verbose=False)
+    assert seen and all(seen)
+    assert not export_context.exporting()
