@@ -65,7 +65,12 @@ SHAPES = {
     "speech": (64, 100, 40, 128, 40),
     "text": (64, 200, 128, 128, 30),
     "long": (8, 2000, 32, 128, 5),
+    # The applications' default presets, served (serve task only); the
+    # numbers are those of the request loop (batch unused, 30 steps).
+    "sentiment_app": (32, 0, 0, 0, 30),
+    "speech_app": (32, 0, 0, 0, 30),
 }
+APPS = {"sentiment_app": "sentiment", "speech_app": "speech"}
 # Inference memory is measured at these lengths of the long shape too, to
 # show whether it grows with T.
 SHORT_INFERENCE_TIMESTEPS = 200
@@ -79,7 +84,16 @@ MEASURE_MEMORY_ENV = {
 
 
 def run_worker(
-    impl, tasks, batch, timesteps, features, units, steps, warmup, env=None
+    impl,
+    tasks,
+    batch,
+    timesteps,
+    features,
+    units,
+    steps,
+    warmup,
+    env=None,
+    app=None,
 ):
     command = [
         sys.executable,
@@ -92,7 +106,7 @@ def run_worker(
         f"--units={units}",
         f"--steps={steps}",
         f"--warmup={warmup}",
-    ]
+    ] + ([f"--app={app}"] if app else [])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     # Spinning OpenMP threads (torch's) collapse when the CPUs are shared
     # with other processes; sleeping ones do not. Only torch uses OpenMP.
@@ -117,6 +131,23 @@ def run_worker(
     return records
 
 
+def cpu_description():
+    """The CPU's model name and the vector extensions it has (Linux)."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni")
+    return {"cpu_model": model, "isa": [f for f in wanted if f in flags]}
+
+
 def measure(args):
     """Runs all rounds; returns `{shape: {task: {impl: [per-round]}}}`."""
     tasks = [t for choice in args.tasks for t in TASKS[choice]]
@@ -132,11 +163,13 @@ def measure(args):
             offset = round_index + shape_index
             order = args.impls[offset:] + args.impls[:offset]
             for impl in order:
-                impl_tasks = [
-                    t
-                    for t in tasks
-                    if impl in SERVING_IMPLS or not t.startswith("serve")
-                ]
+                serving = [t for t in tasks if t.startswith("serve")]
+                if shape in APPS:
+                    impl_tasks = serving if impl in SERVING_IMPLS else []
+                elif impl in SERVING_IMPLS:
+                    impl_tasks = tasks
+                else:
+                    impl_tasks = [t for t in tasks if t not in serving]
                 if not impl_tasks:
                     done += 1
                     continue
@@ -149,6 +182,7 @@ def measure(args):
                     units,
                     steps=max(2, int(steps * step_scale)),
                     warmup=3,
+                    app=APPS.get(shape),
                 )
                 for task in impl_tasks:
                     raw[shape][task].setdefault(impl, []).append(
@@ -267,6 +301,8 @@ def markdown(summary, impls):
             continue
         batch, timesteps, features, units, _ = SHAPES[shape]
         name = f"{shape} (B={batch}, T={timesteps}, D={features}, H={units})"
+        if shape in APPS:
+            name = f"{APPS[shape]} application, default preset"
         for task, label in TASK_LABELS.items():
             if task not in tasks:
                 continue
@@ -430,6 +466,7 @@ def main(argv=None):
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "processor": platform.processor() or platform.machine(),
+            **cpu_description(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         },
@@ -442,6 +479,10 @@ def main(argv=None):
     with open(args.output + ".json", "w") as file:
         json.dump(result, file, indent=1)
     plot(summary, args.impls, args.output + ".png")
+    cpu = result["machine"]
+    print(
+        f"CPU: {cpu['cpu_model']} ({', '.join(cpu['isa'])}), {cpu['cpus']} cores"
+    )
     print(table)
     print(f"\nwrote {args.output}.json and {args.output}.png", file=sys.stderr)
     return 0

@@ -22,9 +22,12 @@ Tasks:
 - `serve_b1` / `serve_b32`: seconds per call, at batch 1 / 32, of the
   `serving_default` signature of the SavedModel that
   `lstm_keras.export.export_for_serving` writes (what TF Serving runs),
-  loaded back with `tf.saved_model.load`; the model is `LSTM(H) ->
-  Dense(2, softmax)`, for `ours` and `keras_tf` only. Ours is exported on
-  the generic `keras.ops` loop (no custom op may be in a served graph).
+  loaded back with `tf.saved_model.load`, for `ours` and `keras_tf` only.
+  The model is `Masking -> LSTM(H) -> Dense(2, softmax)`, fed one
+  full-length row, or 32 right-padded rows of 50-100% of the length; with
+  `--app`, the sentiment or speech application's default preset (on
+  `keras.layers.LSTM` for `keras_tf`), fed sentences of the embedded SST-2
+  sample or tones of 0.4-1 s.
 - `train_memory` / `infer_memory`: the peak resident memory one training
   step / inference call adds on top of the warmed-up process (Linux
   `VmHWM`, reset through `/proc/self/clear_refs` after warm-up), in MiB.
@@ -225,11 +228,85 @@ def latency_times(args):
     return times[-calls:]
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(REPO, "data", "samples")
+
+
+def _sample_texts():
+    """The embedded SST-2 sample's sentences (train, then dev)."""
+    texts = []
+    for split in ("train", "dev"):
+        with open(os.path.join(SAMPLES, "sst2", f"{split}.tsv")) as f:
+            next(f)  # header
+            texts += [line.split("\t")[0] for line in f if line.strip()]
+    return texts
+
+
+def _clips(count, rate, seed=0):
+    """`count` noisy tones of 0.4-1 s at `rate`, zero-padded at the end."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(int(0.4 * rate), rate + 1, size=count)
+    clips = np.zeros((count, rate), "float32")
+    for row, length in enumerate(lengths):
+        t = np.arange(length) / rate
+        tone = 0.3 * np.sin(2 * np.pi * rng.uniform(200, 1200) * t)
+        clips[row, :length] = tone + 0.01 * rng.normal(size=length)
+    return clips
+
+
+def _application(args):
+    """The application `args.app` with its default preset, adapted on the
+    embedded samples; on `keras.layers.LSTM` for `keras_tf`."""
+    import keras
+
+    from lstm_keras.applications import SentimentClassifier
+    from lstm_keras.applications import SpeechClassifier
+    from lstm_keras.applications import backbone
+
+    if args.impl == "keras_tf":
+        # The backbone builds its layers through this name; the arguments
+        # it passes are keras.layers.LSTM's too.
+        backbone.LSTM = keras.layers.LSTM
+    keras.utils.set_random_seed(0)
+    if args.app == "sentiment":
+        model = SentimentClassifier()
+        model.adapt(_sample_texts())
+        model(keras.ops.convert_to_tensor(["a film"]))
+    else:
+        model = SpeechClassifier(
+            class_names=[str(digit) for digit in range(10)], sample_rate=8000
+        )
+        model.adapt(_clips(16, model.sample_rate))
+        model(_clips(1, model.sample_rate))
+    return model, model.class_names
+
+
+def _serving_model(args):
+    """`Masking -> LSTM(H) -> Dense(2, softmax)`, or an application."""
+    import keras
+
+    if args.app:
+        return _application(args)
+    if args.impl == "ours":
+        import lstm_keras
+
+        lstm = lstm_keras.LSTM(args.units)
+    else:
+        lstm = keras.layers.LSTM(args.units)
+    keras.utils.set_random_seed(0)
+    frames = keras.Input((args.timesteps, args.features), name="frames")
+    x = keras.layers.Masking(0.0)(frames)
+    probabilities = keras.layers.Dense(2, activation="softmax")(lstm(x))
+    return keras.Model(frames, probabilities), ["a", "b"]
+
+
 def _exported_signature(args):
-    """The `serving_default` signature of the exported classifier."""
+    """The `serving_default` signature of the exported model, loaded back
+    in this process (one model per process)."""
     import tempfile
 
-    import keras
     import tensorflow as tf
 
     from lstm_keras import export
@@ -239,32 +316,40 @@ def _exported_signature(args):
             f"serving tasks take --impl {' or '.join(SERVING_IMPLS)}, "
             f"got {args.impl!r}"
         )
-    if args.impl == "ours":
-        import lstm_keras
-
-        lstm = lstm_keras.LSTM(args.units)
-    else:
-        lstm = keras.layers.LSTM(args.units)
-    keras.utils.set_random_seed(0)
-    frames = keras.Input((args.timesteps, args.features), name="frames")
-    probabilities = keras.layers.Dense(2, activation="softmax")(lstm(frames))
-    model = keras.Model(frames, probabilities)
+    model, class_names = _serving_model(args)
     base = tempfile.mkdtemp(prefix="lstm_keras_bench_")
     path = export.export_for_serving(
-        model, base, class_names=["a", "b"], verbose=False
+        model, base, class_names=class_names, verbose=False
     )
     return tf.saved_model.load(path).signatures["serving_default"]
 
 
-def serving_times(args, batch, signature):
+def _request(args, batch):
+    """A request of `batch` rows: right-padded rows of varied length (one
+    full-length row at batch 1), sentences, or clips."""
+    import numpy as np
     import tensorflow as tf
 
-    x = tf.constant(_data(args, batch)[0])
+    if args.app == "sentiment":
+        texts = _sample_texts()
+        return {"text": tf.constant(texts[:batch])}
+    if args.app == "speech":
+        return {"waveform": tf.constant(_clips(batch, 8000, seed=1))}
+    x, _ = _data(args, batch)
+    if batch > 1:
+        rng = np.random.default_rng(1)
+        lengths = rng.integers(args.timesteps // 2, args.timesteps + 1, batch)
+        x[np.arange(args.timesteps)[None] >= lengths[:, None]] = 0.0
+    return {"frames": tf.constant(x)}
+
+
+def serving_times(args, batch, signature):
+    request = _request(args, batch)
     times = []
     calls = SERVING_CALLS_PER_STEP * args.steps
     for _ in range(SERVING_CALLS_PER_STEP * args.warmup + calls):
         start = time.perf_counter()
-        signature(frames=x)["probabilities"].numpy()
+        signature(**request)["probabilities"].numpy()
         times.append(time.perf_counter() - start)
     return times[-calls:]
 
@@ -318,6 +403,12 @@ def main(argv=None):
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed")
+    parser.add_argument(
+        "--app",
+        choices=("sentiment", "speech"),
+        help="serving tasks: export this application (default preset) "
+        "instead of the LSTM model of the shape",
+    )
     args = parser.parse_args(argv)
 
     os.environ["KERAS_BACKEND"] = _backend(args.impl)

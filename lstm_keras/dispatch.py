@@ -17,7 +17,7 @@ Dispatch rules, in order:
    `keras.ops`, which runs on every backend.
 
 Fast paths, in the order they are tried (TensorFlow: cuDNN, then its CPU
-ops; JAX: cuDNN; torch: `torch._VF.lstm`):
+ops, then the stock-op path of exports; JAX: cuDNN; torch: `torch._VF.lstm`):
 
 - cuDNN (`lstm_keras.backends.tensorflow.cudnn`: `CudnnRNNV3`;
   `lstm_keras.backends.jax.cudnn`: `jax.experimental.rnn.lstm`;
@@ -41,7 +41,7 @@ ops; JAX: cuDNN; torch: `torch._VF.lstm`):
   LSTM takes no sequence lengths). TensorFlow's path also declines inside
   an XLA-compiled function (`jit_compile=True`; `layer_supports_jit` says
   which layers XLA would keep off cuDNN, for their `supports_jit`, as
-  `keras.layers.LSTM` sets it) and while `tf.saved_model.save` traces;
+  `keras.layers.LSTM` sets it) and while tracing for export (below);
   torch's inside a TorchScript or Dynamo trace.
 - torch on the CPU: the same `torch._VF.lstm` call, the torch backend's
   fused CPU kernel (about twice as fast as the generic path, forward and
@@ -55,16 +55,23 @@ ops; JAX: cuDNN; torch: `torch._VF.lstm`):
   default activations (tanh, sigmoid), masks (any padding, fully masked
   rows), initial states, `go_backwards`, `return_sequences`,
   `return_state`, `stateful`, `zero_output_for_mask` and input dropout.
-  They decline (so the generic path runs) for: `unroll=True`; activations
+  They decline (so the next path runs) for: `unroll=True`; activations
   other than tanh/sigmoid; recurrent dropout while training; any dtype but
   float32 (float16, bfloat16, float64, mixed precision); the cell variants;
   inside an XLA-compiled function (`jit_compile=True`); when a GPU is
-  visible (the cuDNN path, or else the generic path, runs there); and when
-  the ops cannot be built or loaded (one warning).
-
-Exported SavedModels are traced inside `fast_paths_disabled()`
-(`lstm_keras.export`), so that they hold neither a custom op nor a
-`CudnnRNN` op and serve on any TensorFlow, CPU included.
+  visible (the cuDNN path, or else the generic path, runs there); while
+  tracing for export; and when the ops cannot be built or loaded (one
+  warning).
+- TensorFlow's export path (`lstm_keras.backends.tensorflow.serving`),
+  only while a graph is traced for export
+  (`lstm_keras.backends.tensorflow.export_context.exporting()`: inside
+  `lstm_keras.export`, `keras.export.ExportArchive.write_out` and so
+  `model.export()`, and `tf.saved_model.save`), where the two paths above
+  decline: stock TensorFlow kernels (`BlockLSTMV2` for small batches, a
+  `tf.while_loop` otherwise), so that exported graphs hold neither a
+  custom op nor a `CudnnRNN` op and serve on any TensorFlow, TF Serving
+  included. It covers float32, the default activations, peepholes and any
+  mask; other configurations export on the generic path.
 """
 
 import contextlib

@@ -15,7 +15,10 @@ and states:
   padding, holes). The input projection `x @ W + b` of every step is one
   matmul before the loop, and the rows are split into `LOOP_SHARDS`
   independent loops that TensorFlow runs concurrently, since one step's
-  `h_prev @ U` is too small to keep two cores busy.
+  `h_prev @ U` is too small to keep two cores busy. The two directions of
+  a `keras.layers.Bidirectional` already run concurrently, and splitting
+  them too makes four loops contend for the cores, so its layers (which
+  Keras names `forward_*` and `backward_*`) run one loop each.
 
 Covered: float32, `activation` tanh, `recurrent_activation` sigmoid, with or
 without bias, peepholes (the cell's peepholes are `BlockLSTMV2`'s), initial
@@ -200,15 +203,24 @@ def _block_right_padded(layer, weights, x, lengths, h0, c0):
     return _finish(layer, outputs, h, c)
 
 
+def _in_bidirectional(layer):
+    return layer.name.startswith(("forward_", "backward_"))
+
+
 def _sharded_loop(layer, weights, x, mask, h0, c0):
     """`_loop` on `LOOP_SHARDS` slices of the batch, run concurrently."""
-    batch = tf.shape(x)[0]
-    first = (batch + 1) // 2
-    sizes = tf.stack([first, batch - first])
-    if LOOP_SHARDS == 1:
+    if LOOP_SHARDS == 1 or _in_bidirectional(layer):
         return _loop(layer, weights, x, mask, h0, c0)
+    batch = tf.shape(x)[0]
+    shards = tf.range(LOOP_SHARDS)
+    # Rows as evenly as they go: the first `batch % shards` get one more.
+    sizes = batch // LOOP_SHARDS + tf.cast(
+        shards < batch % LOOP_SHARDS, tf.int32
+    )
     parts = [
-        tf.split(t, sizes, axis=0) if t is not None else [None, None]
+        tf.split(t, sizes, axis=0, num=LOOP_SHARDS)
+        if t is not None
+        else [None] * LOOP_SHARDS
         for t in (x, mask, h0, c0)
     ]
     results = [
