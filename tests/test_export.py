@@ -10,6 +10,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from serving_data import RATE
+from serving_data import TEXTS
+from serving_data import tones
 
 import lstm_keras
 from lstm_keras import export
@@ -20,31 +23,10 @@ from training import export as export_command
 
 pytestmark = pytest.mark.tensorflow_only
 
-RATE = 8000
-TEXTS = [
-    "a gem of a film",
-    "a dull , tired mess",
-    "great acting and a great story",
-    "awful",
-    "not good",
-    "surprisingly good",
-]
 LONG_TEXT = " ".join(["a great story but a dull tired film"] * 6)
 SAVED_MODEL_CLI = os.path.join(
     os.path.dirname(sys.executable), "saved_model_cli"
 )
-
-
-def tones(lengths, samples=None, seed=0):
-    """Noisy tones of `lengths` samples, zero-padded at the end."""
-    rng = np.random.default_rng(seed)
-    batch = np.zeros((len(lengths), samples or max(lengths)), "float32")
-    for row, length in enumerate(lengths):
-        t = np.arange(length) / RATE
-        frequency = rng.uniform(200, 3000)
-        batch[row, :length] = 0.5 * np.sin(2 * np.pi * frequency * t)
-        batch[row, :length] += rng.normal(scale=0.01, size=length)
-    return batch
 
 
 def requests():

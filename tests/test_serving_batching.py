@@ -5,6 +5,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from serving_data import RATE
+from serving_data import tones
 
 import lstm_keras
 from lstm_keras import export
@@ -12,22 +14,9 @@ from lstm_keras.applications import SpeechClassifier
 
 pytestmark = pytest.mark.tensorflow_only
 
-RATE = 8000
 # Around the frame boundaries (frame_length 256, frame_step 128), down to a
 # single sample.
 LENGTHS = [3000, 1200, 257, 256, 129, 128, 1]
-
-
-def tones(lengths, samples=None, seed=0):
-    """Noisy tones of `lengths` samples, zero-padded at the end."""
-    rng = np.random.default_rng(seed)
-    batch = np.zeros((len(lengths), samples or max(lengths)), "float32")
-    for row, length in enumerate(lengths):
-        t = np.arange(length) / RATE
-        frequency = rng.uniform(200, 3000)
-        batch[row, :length] = 0.5 * np.sin(2 * np.pi * frequency * t)
-        batch[row, :length] += rng.normal(scale=0.01, size=length)
-    return batch
 
 
 def tf_serving_batch(requests):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
+from serving_data import RATE
+from serving_data import tones
 
 from lstm_keras import export
 from lstm_keras.applications import SentimentClassifier
@@ -30,7 +32,6 @@ needs_serving_api = pytest.mark.skipif(
 )
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
-RATE = 8000
 TEXTS = ["a gem of a film", "a dull , tired mess", "not good", "awful"]
 
 
@@ -288,18 +289,6 @@ def test_writing_again_replaces_the_file_and_leaves_no_temp_file(tmp_path):
     ]
     ((_, inputs),) = warmup.read_warmup_requests(path)
     assert_same_array(inputs["ids"], requests()[2]["ids"])
-
-
-def tones(lengths, samples=None, seed=0):
-    """Noisy tones of `lengths` samples, zero-padded at the end."""
-    rng = np.random.default_rng(seed)
-    batch = np.zeros((len(lengths), samples or max(lengths)), "float32")
-    for row, length in enumerate(lengths):
-        t = np.arange(length) / RATE
-        frequency = rng.uniform(200, 3000)
-        batch[row, :length] = 0.5 * np.sin(2 * np.pi * frequency * t)
-        batch[row, :length] += rng.normal(scale=0.01, size=length)
-    return batch
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,14 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     units)` unless `layer.return_sequences`.
     """
     check_supported(layer, sequences, training)
+    # A served request may have no timesteps, which the layer refuses when
+    # the shape is known; refuse it here too, naming the layer.
+    no_steps = tf.debugging.assert_positive(
+        tf.shape(sequences)[1],
+        message=f"LSTM layer {layer.name!r}: the sequences have no timesteps",
+    )
+    with tf.control_dependencies([no_steps]):
+        sequences = tf.identity(sequences)
     weights = _Weights(layer.cell)
     h0, c0 = (tf.convert_to_tensor(s) for s in initial_state)
     batch = tf.shape(sequences)[0]
@@ -161,7 +169,10 @@ def _block_unmasked(layer, weights, x, h0, c0):
     if layer.go_backwards:
         x = tf.reverse(x, axis=[1])
     h_seq, c_seq = _block_lstm(weights, x, h0, c0, tf.shape(x)[1])
-    return _finish(layer, tf.transpose(h_seq, [1, 0, 2]), h_seq[-1], c_seq[-1])
+    h, c = h_seq[-1], c_seq[-1]
+    if not layer.return_sequences:
+        return h, h[:, None], h, c
+    return _finish(layer, tf.transpose(h_seq, [1, 0, 2]), h, c)
 
 
 def _block_right_padded(layer, weights, x, lengths, h0, c0):
@@ -180,16 +191,25 @@ def _block_right_padded(layer, weights, x, lengths, h0, c0):
     longest = tf.maximum(tf.reduce_max(lengths), 0)
     h_seq, c_seq = _block_lstm(weights, x, h0, c0, longest)
     rows = tf.range(tf.shape(lengths)[0])
-    last_step = tf.stack([lengths, rows], axis=1)
-    h = tf.gather_nd(tf.concat([h0[None], h_seq], axis=0), last_step)
-    c = tf.gather_nd(tf.concat([c0[None], c_seq], axis=0), last_step)
-    outputs = tf.transpose(h_seq, [1, 0, 2])
+    last_step = tf.stack([tf.maximum(lengths - 1, 0), rows], axis=1)
+    has_real = (lengths > 0)[:, None]
+    h = tf.where(has_real, tf.gather_nd(h_seq, last_step), h0)
+    c = tf.where(has_real, tf.gather_nd(c_seq, last_step), c0)
+    last_real_output = tf.where(has_real, h, tf.zeros_like(h))
     timesteps = tf.shape(x)[1]
+    if not layer.return_sequences:
+        # The last step's output: real (h) for a full row, else padding:
+        # zeros with `zero_output_for_mask`, else the last real output.
+        # Backwards, the last step processed is a row's first real one.
+        last_output = last_real_output
+        if layer.zero_output_for_mask and not layer.go_backwards:
+            full = (lengths == timesteps)[:, None]
+            last_output = tf.where(full, h, tf.zeros_like(h))
+        return last_output, last_output[:, None], h, c
+    outputs = tf.transpose(h_seq, [1, 0, 2])
     is_real = tf.sequence_mask(lengths, timesteps)[:, :, None]
     # The output at a padded step: zeros before any real step, and after
     # the last one zeros with `zero_output_for_mask`, else the last output.
-    has_real = (lengths > 0)[:, None]
-    last_real_output = tf.where(has_real, h, tf.zeros_like(h))
     if layer.go_backwards or layer.zero_output_for_mask:
         padding = tf.zeros_like(outputs)
     else:
@@ -255,11 +275,8 @@ def _loop(layer, weights, x, mask, h0, c0):
     i_peep, f_peep, o_peep = weights.peepholes
     recurrent_kernel = weights.recurrent_kernel
     return_sequences = layer.return_sequences
-    outputs = tf.TensorArray(
-        tf.float32, size=timesteps if return_sequences else 0
-    )
 
-    def step(t, h_prev, c_prev, output_prev, outputs):
+    def cell(t, h_prev, c_prev):
         z = tf.gather(z_x, t) + tf.matmul(h_prev, recurrent_kernel)
         z_i, z_f, z_c, z_o = tf.split(z, 4, axis=1)
         if weights.use_peepholes:
@@ -268,26 +285,39 @@ def _loop(layer, weights, x, mask, h0, c0):
         c = tf.sigmoid(z_f) * c_prev + tf.sigmoid(z_i) * tf.tanh(z_c)
         if weights.use_peepholes:
             z_o += o_peep * c
-        h = tf.sigmoid(z_o) * tf.tanh(c)
+        return tf.sigmoid(z_o) * tf.tanh(c), c
+
+    # Each loop variable costs the executor a handful of control nodes per
+    # step, so only the ones the configuration needs are carried: the
+    # previous output with a mask, the outputs with `return_sequences`.
+    def step(t, h_prev, c_prev, *carried):
+        carried = list(carried)
+        h, c = cell(t, h_prev, c_prev)
         output = h
         if mask is not None:
+            output_prev = carried.pop(0)
             is_real = tf.gather(mask, t)
             if layer.zero_output_for_mask:
                 output_prev = tf.zeros_like(h)
             output = tf.where(is_real, h, output_prev)
             h = tf.where(is_real, h, h_prev)
             c = tf.where(is_real, c, c_prev)
+            carried.insert(0, output)
         if return_sequences:
-            outputs = outputs.write(t, output)
-        return t + 1, h, c, output, outputs
+            carried[-1] = carried[-1].write(t, output)
+        return (t + 1, h, c, *carried)
 
-    _, h, c, last_output, outputs = tf.while_loop(
-        lambda t, *_: t < timesteps,
-        step,
-        (tf.constant(0), h0, c0, tf.zeros_like(h0), outputs),
-    )
+    initial = [tf.constant(0), h0, c0]
+    if mask is not None:
+        initial.append(tf.zeros_like(h0))
     if return_sequences:
-        outputs = tf.transpose(outputs.stack(), [1, 0, 2])
+        initial.append(tf.TensorArray(tf.float32, size=timesteps))
+    _, h, c, *carried = tf.while_loop(
+        lambda t, *_: t < timesteps, step, tuple(initial)
+    )
+    last_output = carried[0] if mask is not None else h
+    if return_sequences:
+        outputs = tf.transpose(carried[-1].stack(), [1, 0, 2])
     else:
         outputs = last_output[:, None]
     return last_output, outputs, h, c

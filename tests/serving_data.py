@@ -1,0 +1,30 @@
+"""Inputs shared by the serving tests: a sample rate, sentences, and tones.
+
+Importable from the tests as `import serving_data` (pytest puts `tests/`
+on the path).
+"""
+
+import numpy as np
+
+RATE = 8000
+TEXTS = [
+    "a gem of a film",
+    "a dull , tired mess",
+    "great acting and a great story",
+    "awful",
+    "not good",
+    "surprisingly good",
+]
+
+
+def tones(lengths, samples=None, seed=0):
+    """Noisy tones of `lengths` samples at `RATE`, zero-padded at the end
+    to `samples` (default: the longest)."""
+    rng = np.random.default_rng(seed)
+    batch = np.zeros((len(lengths), samples or max(lengths)), "float32")
+    for row, length in enumerate(lengths):
+        t = np.arange(length) / RATE
+        frequency = rng.uniform(200, 3000)
+        batch[row, :length] = 0.5 * np.sin(2 * np.pi * frequency * t)
+        batch[row, :length] += rng.normal(scale=0.01, size=length)
+    return batch
