@@ -464,3 +464,57 @@ def test_docstring_example(tmp_path, monkeypatch):
     results = runner_.summarize(verbose=False)
     assert results.attempted > 0 and results.failed == 0
     assert os.listdir(tmp_path / "models" / "sentiment") == ["1"]
+
+
+class SubclassedModel(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.lstm = lstm_keras.LSTM(3)
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, frames):
+        return self.dense(self.lstm(frames))
+
+
+def test_any_model_keeps_its_names_and_subclassed_ones_take_a_signature(
+    tmp_path, rng
+):
+    left = keras.Input((None, 2), name="left")
+    right = keras.Input((4,), name="right")
+    summary = lstm_keras.LSTM(3)(keras.layers.Masking(0.0)(left))
+    joined = keras.layers.Concatenate()([summary, right])
+    model = keras.Model(
+        {"left": left, "right": right},
+        {"score": keras.layers.Dense(1)(joined), "summary": summary},
+    )
+    inputs = {
+        "left": rng.normal(size=(3, 5, 2)).astype("float32"),
+        "right": rng.normal(size=(3, 4)).astype("float32"),
+    }
+    inputs["left"][1, 2:] = 0.0
+    path = export.export_for_serving(model, tmp_path / "dict", verbose=False)
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    assert sorted(served.structured_input_signature[1]) == ["left", "right"]
+    got = served(**{k: tf.constant(v) for k, v in inputs.items()})
+    expected = model(inputs)
+    assert sorted(got) == ["score", "summary"]
+    for name in ("score", "summary"):
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-5)
+    # The warm-up requests hold both inputs, at one row and at a batch.
+    requests = export.read_warmup_requests(path)
+    assert [sorted(r) for _, r in requests] == [["left", "right"]] * 2
+
+    subclassed = SubclassedModel()
+    frames = rng.normal(size=(2, 6, 3)).astype("float32")
+    expected = subclassed(frames)
+    with pytest.raises(ValueError, match="`input_signature`"):
+        export.export_for_serving(subclassed, tmp_path / "sub")
+    spec = tf.TensorSpec([None, None, 3], tf.float32, name="frames")
+    path = export.export_for_serving(
+        subclassed, tmp_path / "sub", input_signature=[spec], verbose=False
+    )
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    got = served(frames=tf.constant(frames))
+    np.testing.assert_allclose(
+        next(iter(got.values())), expected, atol=1e-5, rtol=1e-5
+    )

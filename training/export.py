@@ -32,7 +32,8 @@ Signature serving_default: input `text` (string [batch]) for sentiment, or
 `waveform` (float32 [batch, samples], mono, at the model's sample rate,
 zero-padded at the end) for speech; outputs `probabilities` (float32
 [batch, classes]), `class_id` (int64 [batch]) and `class_name` (string
-[batch]). Signature metadata: `class_names` and `sample_rate`.
+[batch]). Signature metadata: `class_names` and `sample_rate`. Any other
+model keeps its own input and output names. See docs/serving.md.
 """
 
 
@@ -40,9 +41,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="lstm-keras-export",
         description=(
-            "Export a .keras model of lstm_keras (loaded with safe_mode) as "
-            "a SavedModel version for TensorFlow Serving: only standard "
-            "TensorFlow ops, written atomically."
+            "Export a .keras model (loaded with safe_mode) as a SavedModel "
+            "version for TensorFlow Serving: only standard TensorFlow ops, "
+            "with warm-up requests, written atomically."
         ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
