@@ -287,35 +287,52 @@ def _loop(layer, weights, x, mask, h0, c0):
             z_o += o_peep * c
         return tf.sigmoid(z_o) * tf.tanh(c), c
 
-    # Each loop variable costs the executor a handful of control nodes per
-    # step, so only the ones the configuration needs are carried: the
-    # previous output with a mask, the outputs with `return_sequences`.
+    # Each loop variable and op costs the executor per step, so only what
+    # the configuration needs is carried: the outputs with
+    # `return_sequences`, and the previous output only where a masked step
+    # repeats it (`return_sequences` without `zero_output_for_mask`).
+    # Otherwise the last output is found after the loop: `h` stops at each
+    # row's last real step, so it is that step's output.
+    carry_output = (
+        mask is not None and return_sequences and not layer.zero_output_for_mask
+    )
+
     def step(t, h_prev, c_prev, *carried):
         carried = list(carried)
         h, c = cell(t, h_prev, c_prev)
         output = h
         if mask is not None:
-            output_prev = carried.pop(0)
             is_real = tf.gather(mask, t)
-            if layer.zero_output_for_mask:
-                output_prev = tf.zeros_like(h)
-            output = tf.where(is_real, h, output_prev)
+            if carry_output:
+                output = tf.where(is_real, h, carried[0])
+                carried[0] = output
+            elif return_sequences:
+                output = tf.where(is_real, h, 0.0)
             h = tf.where(is_real, h, h_prev)
             c = tf.where(is_real, c, c_prev)
-            carried.insert(0, output)
         if return_sequences:
             carried[-1] = carried[-1].write(t, output)
         return (t + 1, h, c, *carried)
 
     initial = [tf.constant(0), h0, c0]
-    if mask is not None:
+    if carry_output:
         initial.append(tf.zeros_like(h0))
     if return_sequences:
         initial.append(tf.TensorArray(tf.float32, size=timesteps))
     _, h, c, *carried = tf.while_loop(
         lambda t, *_: t < timesteps, step, tuple(initial)
     )
-    last_output = carried[0] if mask is not None else h
+    last_output = h
+    if mask is not None:
+        # The last step's output: h if it is real; else zeros with
+        # `zero_output_for_mask`, else the last real output (zeros for a
+        # row of padding only).
+        last_is_real = mask[-1]
+        padding_output = tf.zeros_like(h)
+        if not layer.zero_output_for_mask:
+            any_real = tf.reduce_any(mask, axis=0)
+            padding_output = tf.where(any_real, h, padding_output)
+        last_output = tf.where(last_is_real, h, padding_output)
     if return_sequences:
         outputs = tf.transpose(carried[-1].stack(), [1, 0, 2])
     else:
