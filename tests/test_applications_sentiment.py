@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from sample_inputs import TEXTS
 
 import lstm_keras  # noqa: F401  (registers the serializable classes)
 from lstm_keras.applications import DEFAULT_OPTIONS
@@ -28,15 +29,6 @@ needs_sst2 = pytest.mark.skipif(
     not os.path.isfile(os.path.join(SST2, "train.tsv")),
     reason=f"SST-2 not found under {SST2} (set LSTM_KERAS_SHARED_DATA)",
 )
-
-TEXTS = [
-    "a gem of a film",
-    "a dull , tired mess",
-    "great acting and a great story",
-    "awful",
-    "not good",
-    "surprisingly good",
-]
 
 
 def small_model(**kwargs):

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from sample_inputs import RATE
+from sample_inputs import tones
 
 import lstm_keras  # noqa: F401  (registers the serializable classes)
 from lstm_keras.applications import DEFAULT_OPTIONS
@@ -15,7 +17,6 @@ from lstm_keras.applications import quality
 
 pytestmark = pytest.mark.tensorflow_only
 
-RATE = 8000
 DATA = os.environ.get(
     "LSTM_KERAS_SHARED_DATA",
     os.path.join(
@@ -27,19 +28,6 @@ needs_fsdd = pytest.mark.skipif(
     not os.path.isdir(FSDD),
     reason=f"FSDD not found under {FSDD} (set LSTM_KERAS_SHARED_DATA)",
 )
-
-
-def tones(lengths, samples=None, seed=0):
-    """Noisy tones of `lengths` samples, zero-padded at the end."""
-    rng = np.random.default_rng(seed)
-    samples = samples or max(lengths)
-    batch = np.zeros((len(lengths), samples), "float32")
-    for row, length in enumerate(lengths):
-        t = np.arange(length) / RATE
-        frequency = rng.uniform(200, 3000)
-        batch[row, :length] = 0.5 * np.sin(2 * np.pi * frequency * t)
-        batch[row, :length] += rng.normal(scale=0.01, size=length)
-    return batch
 
 
 def small_model(**kwargs):

@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from serving_data import RATE
-from serving_data import tones
+from sample_inputs import RATE
+from sample_inputs import tones
 
 import lstm_keras
 from lstm_keras import export

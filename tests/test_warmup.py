@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
-from serving_data import RATE
-from serving_data import tones
+from sample_inputs import RATE
+from sample_inputs import tones
 
 from lstm_keras import export
 from lstm_keras.applications import SentimentClassifier

@@ -1,6 +1,6 @@
-"""Inputs shared by the serving tests: a sample rate, sentences, and tones.
+"""Inputs shared by the tests: a sample rate, sentences, and tones.
 
-Importable from the tests as `import serving_data` (pytest puts `tests/`
+Importable from the tests as `import sample_inputs` (pytest puts `tests/`
 on the path).
 """
 
