@@ -126,8 +126,10 @@ def registered_fast_paths(backend_name=None):
 def fast_paths_disabled():
     """Forces the generic path for layers called (or traced) inside it.
 
-    Use it where a graph must not hold a backend's custom ops, e.g. around
-    a SavedModel export, or to compare a fast path with the generic path.
+    Use it to compare a fast path with the generic path, or where a graph
+    is converted by a tool that lacks TensorFlow's fused LSTM kernel (a
+    LiteRT or ONNX export). SavedModel exports need nothing: they trace on
+    stock kernels by themselves.
 
     Example:
 

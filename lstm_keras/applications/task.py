@@ -10,8 +10,6 @@ ensemble whose members still train independently (see
 `Classifier.compute_loss`).
 """
 
-import contextlib
-
 import keras
 import tensorflow as tf
 
@@ -161,15 +159,17 @@ class Classifier(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def export(self, filepath, format="tf_saved_model", **kwargs):
-        """`keras.Model.export`, traced on the generic LSTM path.
+        """`keras.Model.export`; other formats than SavedModel on the
+        generic LSTM path.
 
-        An exported artifact must load where `lstm_keras` is not installed,
-        so it may not hold a backend fast path's custom ops.
+        A SavedModel export traces `lstm_keras.LSTM` on TensorFlow's stock
+        kernels by itself (`lstm_keras.backends.tensorflow.serving`). Other
+        converters (LiteRT, ONNX) lack `BlockLSTMV2`, so for them the layer
+        runs the generic loop, made of ops they all convert.
         """
-        disabled = getattr(
-            dispatch, "fast_paths_disabled", contextlib.nullcontext
-        )
-        with disabled():
+        if format == "tf_saved_model":
+            return super().export(filepath, format=format, **kwargs)
+        with dispatch.fast_paths_disabled():
             return super().export(filepath, format=format, **kwargs)
 
     def get_config(self):
