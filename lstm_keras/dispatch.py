@@ -158,6 +158,8 @@ def standard_lstm_mismatch(
     activations=(keras.activations.tanh,),
     recurrent_activations=(keras.activations.sigmoid,),
     require_bias=False,
+    allow_peepholes=False,
+    allow_unroll=False,
 ):
     """Why a kernel of the standard LSTM cannot run `layer`, or `None`.
 
@@ -174,16 +176,21 @@ def standard_lstm_mismatch(
             `recurrent_activation`. Defaults to Keras's `sigmoid`.
         require_bias: Whether the kernel needs `use_bias=True` (cuDNN's
             condition in Keras). Defaults to `False`.
+        allow_peepholes: Whether the kernel computes the peephole variant
+            (TensorFlow's `BlockLSTMV2` does). Defaults to `False`.
+        allow_unroll: Whether `unroll=True` may run it (a kernel that runs
+            a traced graph only, where unrolling changes nothing). Defaults
+            to `False`.
 
     Returns:
         A short reason for a `NotImplementedError`, or `None` when the
         layer's configuration is the kernel's.
     """
     cell = layer.cell
-    if layer.unroll:
+    if layer.unroll and not allow_unroll:
         return "unroll=True"
     if (
-        getattr(cell, "use_peepholes", False)
+        (getattr(cell, "use_peepholes", False) and not allow_peepholes)
         or getattr(cell, "layer_norm", False)
         or getattr(cell, "projection_units", None)
     ):

@@ -30,9 +30,10 @@ from tensorflow.python.ops import control_flow_util
 from lstm_keras import dispatch
 from lstm_keras.backends.tensorflow import export_context
 
-# The activations cuDNN computes (Keras's `_do_lstm_arguments_support_cudnn`).
-_TANH = (keras.activations.tanh, tf.tanh, keras.ops.tanh)
-_SIGMOID = (keras.activations.sigmoid, tf.sigmoid, keras.ops.sigmoid)
+# The activations cuDNN computes (Keras's `_do_lstm_arguments_support_cudnn`),
+# as TensorFlow's fused LSTM kernels do.
+TANH = (keras.activations.tanh, tf.tanh, keras.ops.tanh)
+SIGMOID = (keras.activations.sigmoid, tf.sigmoid, keras.ops.sigmoid)
 
 
 @functools.cache
@@ -49,7 +50,7 @@ def _check_layer(layer, check_device=True):
     if check_device and not _gpu_visible():
         _decline("no GPU is visible")
     reason = dispatch.standard_lstm_mismatch(
-        layer, False, _TANH, _SIGMOID, require_bias=True
+        layer, False, TANH, SIGMOID, require_bias=True
     )
     if reason:
         _decline(reason)

@@ -46,13 +46,20 @@ def export_tracing():
         _STATE.depth = depth
 
 
-def _in_save_context():
+@functools.cache
+def _save_context():
     try:
         # Private: checked against TensorFlow 2.18-2.21.
         from tensorflow.python.saved_model import save_context
     except ImportError:
-        return False
-    return save_context.in_save_context()
+        return None
+    return save_context
+
+
+def _in_save_context():
+    # Asked on every layer call that reaches a TensorFlow fast path.
+    module = _save_context()
+    return module is not None and module.in_save_context()
 
 
 def exporting():

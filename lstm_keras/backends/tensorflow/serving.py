@@ -27,17 +27,15 @@ mask. Declined (the generic loop runs): layer norm, projection, other
 activations or dtypes, and dropout while training.
 """
 
-import keras
 import tensorflow as tf
 
+from lstm_keras import dispatch
+from lstm_keras.backends.tensorflow import cudnn
 from lstm_keras.backends.tensorflow import export_context
 
 # Rows up to which BlockLSTMV2 beats the sharded loop on a 2-core x86-64.
 BLOCK_LSTM_MAX_BATCH = 4
 LOOP_SHARDS = 2
-
-_TANH = (keras.activations.tanh, tf.tanh, keras.ops.tanh)
-_SIGMOID = (keras.activations.sigmoid, tf.sigmoid, keras.ops.sigmoid)
 
 
 def _decline(reason):
@@ -49,15 +47,17 @@ def check_supported(layer, sequences, training):
     cell = layer.cell
     if not export_context.exporting():
         _decline("not tracing for export")
-    if getattr(cell, "layer_norm", False) or getattr(
-        cell, "projection_units", None
-    ):
-        _decline("layer norm or projection")
-    if not any(cell.activation is f for f in _TANH):
-        _decline("activation is not tanh")
-    if not any(cell.recurrent_activation is f for f in _SIGMOID):
-        _decline("recurrent_activation is not sigmoid")
-    if training and (cell.dropout > 0 or cell.recurrent_dropout > 0):
+    reason = dispatch.standard_lstm_mismatch(
+        layer,
+        training,
+        cudnn.TANH,
+        cudnn.SIGMOID,
+        allow_peepholes=True,
+        allow_unroll=True,
+    )
+    if reason:
+        _decline(reason)
+    if training and cell.dropout > 0:
         _decline("dropout while training")
     if sequences.dtype != tf.float32 or cell.kernel.dtype != "float32":
         _decline(f"dtype {sequences.dtype.name} (float32 only)")
