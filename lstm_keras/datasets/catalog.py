@@ -7,8 +7,9 @@ scaled to float32 in [-1, 1].
 
 import tensorflow as tf
 
-# `pool` is split into train and validation with the loader's seed; `test`
-# is used as is. An entry with `validation` has its own validation split.
+# `pool` is split into train and validation with the loader's seed (by
+# whole sentences where `sentences` is set); `test` is used as is. An entry
+# with `validation` has its own validation split.
 TFDS_SOURCES = {
     "imdb_reviews": {
         "task": "sentiment",
@@ -23,6 +24,8 @@ TFDS_SOURCES = {
         "x": "sentence",
         "pool": "train",
         "test": "validation",
+        # Validation by whole sentences (`lstm_keras.datasets.sst2_split`).
+        "sentences": True,
     },
     "spoken_digit": {
         # One TFDS split; the dataset's own rule (recordings 0-4 are test)

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from lstm_keras.datasets import catalog
 from lstm_keras.datasets import files
+from lstm_keras.datasets import sst2_split
 from lstm_keras.datasets.layouts import describe_layouts
 from lstm_keras.datasets.layouts import detect_layout
 
@@ -20,6 +21,11 @@ SAMPLE_SOURCE = "sample"
 SAMPLE_FOLDERS = {"sentiment": "sst2", "speech": "fsdd"}
 # A class-per-folder directory has no test split: this share of it becomes one.
 CLASS_FOLDERS_TEST_FRACTION = 0.1
+# FSDD's own test set: recordings 0-4 of every digit and speaker.
+FSDD_TEST_INDICES = 5
+# `Splits.validation_scheme` of a seeded random share of the training pool.
+RANDOM_SCHEME = "random"
+_TRAIN, _VALIDATION, _TEST = 0, 1, 2
 
 
 @dataclasses.dataclass
@@ -35,6 +41,17 @@ class Splits:
         layout: `"sst2"`, `"fsdd"`, `"class_folders"` or `"tfds"`.
         source: What was asked for (a TFDS name, `"sample"` or a directory).
         num_examples: `{"train": n, "validation": n, "test": n}`.
+        validation_scheme: How the validation set was drawn: `"sst2
+            sentences"` (whole SST-2 sentences), `"fsdd indices 5-9"`
+            (those recordings of every training speaker), `"fsdd speaker
+            theo"` (one speaker's clips), `"random"` (a seeded share of the
+            training pool) or `"own split"` (the source's own).
+        num_removed_from_train: Training rows dropped because a validation
+            example contains them (SST-2's sub-phrases of the validation
+            sentences); 0 for other sources.
+        split_notes: JSON-ready details of the split, e.g.
+            `{"sentences": 6885, "validation_sentences": 689,
+            "removed_from_train": 7184}` or `{"validation_indices": [5, 6]}`.
     """
 
     train: tf.data.Dataset
@@ -45,6 +62,9 @@ class Splits:
     layout: str
     source: str
     num_examples: dict
+    validation_scheme: str = RANDOM_SCHEME
+    num_removed_from_train: int = 0
+    split_notes: dict = dataclasses.field(default_factory=dict)
 
 
 def samples_dir():
@@ -61,6 +81,7 @@ def load_dataset(
     validation_fraction=0.1,
     tfds_data_dir=None,
     holdout_speaker=None,
+    validation_speaker=None,
 ):
     """Loads `source` for `task` as train/validation/test splits.
 
@@ -78,23 +99,50 @@ def load_dataset(
       prepared `tfds_data_dir`).
 
     Splits: a source's own test split is the test set (SST-2's dev set,
-    FSDD's recordings 0-4); `validation_fraction` of its training data,
-    drawn with `seed`, is the validation set. A class-per-folder directory
-    gives a seeded 80/10/10 split (test 10%, validation `validation_fraction`
-    of all). `speech_commands` keeps its own three splits.
+    FSDD's recordings 0-4). The validation set is drawn from the training
+    data so that it is as unseen as the test set:
+
+    - SST-2 (a local SST-2 directory, `"sample"` for `"sentiment"`,
+      `glue/sst2`): its training rows are the phrases of the parse trees of
+      about 6,900 sentences, so a random share of the rows would validate
+      on phrases whose sentence or parts are trained on. Instead
+      `validation_fraction` of the sentences (rows not contained in a
+      longer row), drawn with `seed`, are the validation set, and every
+      training row they contain is removed from training (see
+      `lstm_keras.datasets.sst2_split`).
+    - FSDD (a local FSDD directory, `"sample"` for `"speech"`,
+      `spoken_digit`): the lowest `max(1, round(validation_fraction * n))`
+      (halves rounded up) of the `n` recording indices of the training set
+      (5-9 of 5-49 at 0.1), of every speaker and digit; or, with
+      `validation_speaker`, that
+      speaker's training clips. With `holdout_speaker`, the held-out
+      speaker's clips are the test set and the other speakers' recordings
+      0-49 are the training indices (validation 0-4 at 0.1).
+    - Others: `validation_fraction` of the training data, drawn with
+      `seed`. A class-per-folder directory gives a seeded 80/10/10 split
+      (test 10%, validation `validation_fraction` of all).
+      `speech_commands` keeps its own three splits.
+
+    `Splits.validation_scheme`, `num_removed_from_train` and `split_notes`
+    say which rule applied.
 
     Args:
         source: `"sample"`, a directory, or a TFDS name.
         task: `"sentiment"` (text) or `"speech"` (audio).
-        seed: Seed of the validation (and class-folder test) draw. Defaults
-            to 0.
-        validation_fraction: Share held out for validation, in (0, 1).
-            Defaults to 0.1.
+        seed: Seed of the validation (and class-folder test) draw; FSDD's
+            split by index or speaker does not use it. Defaults to 0.
+        validation_fraction: Share held out for validation, in (0, 1): of
+            the sentences for SST-2, of the recording indices for FSDD, of
+            the examples otherwise. Defaults to 0.1.
         tfds_data_dir: TFDS data directory (cache of prepared datasets).
             Defaults to `None` (TFDS's default, `~/tensorflow_datasets`).
         holdout_speaker: For FSDD (local or `spoken_digit`): this speaker's
             clips are the test set and none of them is trained or validated
             on. Defaults to `None` (the dataset's own split).
+        validation_speaker: For FSDD: this speaker's clips outside the test
+            set are the validation set and none of them is trained on; it
+            must differ from `holdout_speaker`. Defaults to `None`
+            (validation by recording index, as above).
 
     Returns:
         A `Splits`.
@@ -104,6 +152,13 @@ def load_dataset(
     >>> splits = load_dataset("sample", "sentiment")  # doctest: +SKIP
     >>> splits.class_names  # doctest: +SKIP
     ['negative', 'positive']
+    >>> splits.validation_scheme  # doctest: +SKIP
+    'sst2 sentences'
+    >>> speech = load_dataset(
+    ...     "sample", "speech", validation_speaker="theo"
+    ... )  # doctest: +SKIP
+    >>> speech.num_examples  # doctest: +SKIP
+    {'train': 600, 'validation': 150, 'test': 250}
     """
     if task not in TASKS:
         raise ValueError(
@@ -126,6 +181,7 @@ def load_dataset(
         validation_fraction=validation_fraction,
         tfds_data_dir=tfds_data_dir,
         holdout_speaker=holdout_speaker,
+        validation_speaker=validation_speaker,
     )
     if source == SAMPLE_SOURCE:
         directory = os.path.join(samples_dir(), SAMPLE_FOLDERS[task])
@@ -176,20 +232,34 @@ def _check_task(task, modality, source):
         )
 
 
-def _check_holdout(holdout_speaker, speakers, source, layout):
-    if holdout_speaker is None:
-        return
-    if speakers is None:
+def _check_speakers(
+    holdout_speaker, validation_speaker, speakers, source, layout
+):
+    for argument, speaker in (
+        ("holdout_speaker", holdout_speaker),
+        ("validation_speaker", validation_speaker),
+    ):
+        if speaker is None:
+            continue
+        if speakers is None:
+            raise ValueError(
+                f"Received {argument}={speaker!r}, but the source "
+                f"{source!r} ({layout}) has no speakers: only FSDD sources "
+                "(an FSDD directory, 'sample' for speech, spoken_digit) do."
+            )
+        if speaker not in speakers:
+            raise ValueError(
+                f"Received an invalid value for argument {argument}: "
+                f"{speaker!r} is not a speaker of {source!r}; its "
+                f"speakers are {sorted(speakers)}."
+            )
+    if validation_speaker is not None and validation_speaker == holdout_speaker:
+        others = sorted(set(speakers) - {holdout_speaker})
         raise ValueError(
-            f"Received holdout_speaker={holdout_speaker!r}, but the source "
-            f"{source!r} ({layout}) has no speakers: only FSDD sources "
-            "(an FSDD directory, 'sample' for speech, spoken_digit) do."
-        )
-    if holdout_speaker not in speakers:
-        raise ValueError(
-            f"Received an invalid value for argument holdout_speaker: "
-            f"{holdout_speaker!r} is not a speaker of {source!r}; its "
-            f"speakers are {sorted(speakers)}."
+            "Received an invalid value for argument validation_speaker: "
+            f"{validation_speaker!r} is also the holdout_speaker, whose "
+            "clips are all test clips. Pass another of the speakers "
+            f"{others}."
         )
 
 
@@ -202,6 +272,7 @@ def _load_local(
     validation_fraction,
     tfds_data_dir,
     holdout_speaker,
+    validation_speaker,
 ):
     # Imported here: it registers TFDS builders, which only local use needs.
     from lstm_keras.datasets.builders import builder_for
@@ -212,7 +283,9 @@ def _load_local(
     if layout == "fsdd":
         clips = [files.parse_fsdd_name(n) for n in os.listdir(root)]
         speakers = collections.Counter(c[1] for c in clips if c)
-    _check_holdout(holdout_speaker, speakers, source, layout)
+    _check_speakers(
+        holdout_speaker, validation_speaker, speakers, source, layout
+    )
 
     builder = builder_for(layout, root, modality, tfds_data_dir)
     with _preparation_lock(builder):
@@ -242,40 +315,36 @@ def _load_local(
             ],
             seed,
         )
-    else:
-        if layout == "sst2":
-            pool, n_pool, test, n_test = (
-                split("train"),
-                sizes["train"],
-                split("dev"),
-                sizes["dev"],
-            )
-        elif holdout_speaker is None:
-            pool, n_pool, test, n_test = (
-                split("train"),
-                sizes["train"],
-                split("test"),
-                sizes["test"],
-            )
-        else:
-            everything = split("train").concatenate(split("test"))
-            n_test = speakers[holdout_speaker]
-            pool = everything.filter(
-                lambda ex: ex["speaker"] != holdout_speaker
-            )
-            test = everything.filter(
-                lambda ex: ex["speaker"] == holdout_speaker
-            )
-            n_pool = sum(speakers.values()) - n_test
-        parts = _seeded_parts(
-            pairs(pool),
-            n_pool,
-            [1 - validation_fraction, validation_fraction],
-            seed,
+        rule = (RANDOM_SCHEME, 0, {})
+    elif layout == "sst2":
+        pool = split("train")
+        texts = pool.map(lambda ex: ex[x_key])
+        parts, rule = _sentence_parts(
+            pairs(pool), texts, validation_fraction, seed
         )
-        parts.append((pairs(test), n_test))
+        parts.append((pairs(split("dev")), sizes["dev"]))
+    else:
+        everything = split("train").concatenate(split("test"))
+        clips = [
+            (speaker.decode(), int(index))
+            for speaker, index in everything.map(
+                lambda ex: (ex["speaker"], ex["index"])
+            ).as_numpy_iterator()
+        ]
+        parts, rule = _fsdd_parts(
+            pairs(everything),
+            clips,
+            holdout_speaker=holdout_speaker,
+            validation_speaker=validation_speaker,
+            validation_fraction=validation_fraction,
+        )
     return _splits(
-        parts, list(config.class_names), config.sample_rate, layout, source
+        parts,
+        list(config.class_names),
+        config.sample_rate,
+        layout,
+        source,
+        rule,
     )
 
 
@@ -289,6 +358,7 @@ def _load_tfds(
     validation_fraction,
     tfds_data_dir,
     holdout_speaker,
+    validation_speaker,
 ):
     import tensorflow_datasets as tfds
 
@@ -298,7 +368,9 @@ def _load_tfds(
             f"got task={task!r}."
         )
     if name != "spoken_digit":
-        _check_holdout(holdout_speaker, None, source, "tfds")
+        _check_speakers(
+            holdout_speaker, validation_speaker, None, source, "tfds"
+        )
     try:
         builder = tfds.builder(source, data_dir=tfds_data_dir)
         builder.download_and_prepare()
@@ -329,39 +401,171 @@ def _load_tfds(
 
         return ds.map(to_pair)
 
+    rule = (RANDOM_SCHEME, 0, {})
     if "validation" in entry:
         # speech_commands: its own splits, validation_fraction unused.
         parts = []
         for key in ("train", "validation", "test"):
             ds, n = split(entry[key])
             parts.append((pairs(ds), n))
+        rule = ("own split", 0, {})
     elif entry["test"] is None:
         ds, _ = split(entry["pool"])
-        parts = _spoken_digit_parts(
-            ds, pairs, holdout_speaker, validation_fraction, seed, source
+        parts, rule = _spoken_digit_parts(
+            ds,
+            pairs,
+            holdout_speaker,
+            validation_speaker,
+            validation_fraction,
+            source,
         )
     else:
         pool, n_pool = split(entry["pool"])
         test, n_test = split(entry["test"])
-        parts = _seeded_parts(
-            pairs(pool),
-            n_pool,
-            [1 - validation_fraction, validation_fraction],
-            seed,
-        )
+        if entry.get("sentences"):
+            texts = pool.map(lambda ex: ex[entry["x"]])
+            parts, rule = _sentence_parts(
+                pairs(pool), texts, validation_fraction, seed
+            )
+        else:
+            parts = _seeded_parts(
+                pairs(pool),
+                n_pool,
+                [1 - validation_fraction, validation_fraction],
+                seed,
+            )
         parts.append((pairs(test), n_test))
-    return _splits(parts, class_names, sample_rate, "tfds", source)
+    return _splits(parts, class_names, sample_rate, "tfds", source, rule)
+
+
+def _sentence_parts(ds, texts, validation_fraction, seed):
+    """SST-2's train and validation parts of `ds` by whole sentences.
+
+    Args:
+        ds: The training pool's `(x, label)` examples.
+        texts: The same examples' texts (`tf.string`), in the same order:
+            read from the dataset, not the file, as TFDS stores examples in
+            an order of its own.
+
+    Returns:
+        `(parts, rule)`: `[(train, n), (validation, n)]` and the
+        `(scheme, removed, notes)` of `_splits`.
+    """
+    texts = [
+        files.decode_text(t)
+        for batch in texts.batch(8192).as_numpy_iterator()
+        for t in batch
+    ]
+    part_of, num_sentences = sst2_split.split_sentences(
+        texts, validation_fraction, seed
+    )
+    counts = np.bincount(part_of, minlength=3)
+    n_train = int(counts[sst2_split.TRAIN])
+    n_val = int(counts[sst2_split.VALIDATION])
+    removed = int(counts[sst2_split.REMOVED])
+    part_of = tf.constant(part_of.astype(np.int64))
+    parts = [
+        (_select(ds, part_of, sst2_split.TRAIN), n_train),
+        (_select(ds, part_of, sst2_split.VALIDATION), n_val),
+    ]
+    notes = {
+        "sentences": num_sentences,
+        "validation_sentences": n_val,
+        "removed_from_train": removed,
+    }
+    return parts, ("sst2 sentences", removed, notes)
+
+
+def _fsdd_parts(
+    ds, clips, *, holdout_speaker, validation_speaker, validation_fraction
+):
+    """FSDD's train, validation and test parts of `ds`.
+
+    Validation is by recording index (the lowest of the training indices,
+    of every training speaker and digit), as FSDD draws its own test set
+    (recordings 0-4), so validation and test measure the same thing; or by
+    `validation_speaker`, to measure what a held-out speaker's test does.
+
+    Args:
+        ds: Every `(x, label)` example of the source.
+        clips: `(speaker, index)` of each example of `ds`, in order.
+
+    Returns:
+        `(parts, rule)`: `[(train, n), (validation, n), (test, n)]` and the
+        `(scheme, removed, notes)` of `_splits`.
+    """
+    speaker = np.array([c[0] for c in clips])
+    index = np.array([c[1] for c in clips], np.int64)
+    if holdout_speaker is None:
+        in_test = index < FSDD_TEST_INDICES
+    else:
+        in_test = speaker == holdout_speaker
+    notes = {}
+    if validation_speaker is not None:
+        in_validation = ~in_test & (speaker == validation_speaker)
+        scheme = f"fsdd speaker {validation_speaker}"
+        notes["validation_speaker"] = validation_speaker
+    else:
+        training_indices = np.unique(index[~in_test])
+        k = max(
+            1,
+            sst2_split.round_half_up(
+                validation_fraction * len(training_indices)
+            ),
+        )
+        if k >= len(training_indices):
+            raise ValueError(
+                "Too few recording indices to validate on: the training "
+                f"clips have {_index_ranges(training_indices)}, and "
+                f"validation_fraction={validation_fraction!r} of them "
+                "leaves none to train on. Pass a validation_speaker "
+                "instead, or add recordings."
+            )
+        chosen = training_indices[:k]
+        in_validation = ~in_test & np.isin(index, chosen)
+        scheme = f"fsdd indices {_index_ranges(chosen)}"
+        notes["validation_indices"] = chosen.tolist()
+    if holdout_speaker is not None:
+        notes["holdout_speaker"] = holdout_speaker
+    part_of = np.full(len(clips), _TRAIN, np.int64)
+    part_of[in_validation] = _VALIDATION
+    part_of[in_test] = _TEST
+    counts = [int((part_of == p).sum()) for p in (_TRAIN, _VALIDATION, _TEST)]
+    for name, count in zip(("training", "validation"), counts, strict=False):
+        if not count:
+            raise ValueError(
+                f"The {scheme} split leaves no {name} clip: "
+                f"holdout_speaker={holdout_speaker!r}, "
+                f"validation_speaker={validation_speaker!r}."
+            )
+    part_of = tf.constant(part_of)
+    parts = [
+        (_select(ds, part_of, p), n)
+        for p, n in zip((_TRAIN, _VALIDATION, _TEST), counts, strict=True)
+    ]
+    return parts, (scheme, 0, notes)
+
+
+def _index_ranges(indices):
+    """`[5, 6, 7, 9]` -> `"5-7, 9"`."""
+    runs = []
+    for i in sorted(int(i) for i in indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs)
 
 
 def _spoken_digit_parts(
-    ds, pairs, holdout_speaker, validation_fraction, seed, source
+    ds, pairs, holdout_speaker, validation_speaker, validation_fraction, source
 ):
-    """FSDD's own split (or a held-out speaker) from `audio/filename`."""
+    """FSDD's split of TFDS's `spoken_digit` from `audio/filename`."""
     names = [
         n.decode()
         for n in ds.map(lambda ex: ex["audio/filename"]).as_numpy_iterator()
     ]
-    parsed = []
+    clips = []
     for n in names:
         clip = files.parse_fsdd_name(os.path.basename(n))
         if clip is None:
@@ -369,29 +573,18 @@ def _spoken_digit_parts(
                 f"The spoken_digit clip {n!r} is not named "
                 "{digit}_{speaker}_{index}.wav: cannot apply FSDD's split."
             )
-        parsed.append(clip)
-    speakers = collections.Counter(c[1] for c in parsed)
-    _check_holdout(holdout_speaker, speakers, source, "tfds")
-    if holdout_speaker is None:
-        in_test = np.array([c[2] < 5 for c in parsed])
-    else:
-        in_test = np.array([c[1] == holdout_speaker for c in parsed])
-    mask = tf.constant(in_test)
-    indexed = ds.enumerate()
-    test = indexed.filter(lambda i, ex: tf.gather(mask, i)).map(
-        lambda i, ex: ex
+        clips.append(clip[1:])
+    speakers = collections.Counter(c[0] for c in clips)
+    _check_speakers(
+        holdout_speaker, validation_speaker, speakers, source, "tfds"
     )
-    pool = indexed.filter(lambda i, ex: tf.logical_not(tf.gather(mask, i))).map(
-        lambda i, ex: ex
+    return _fsdd_parts(
+        pairs(ds),
+        clips,
+        holdout_speaker=holdout_speaker,
+        validation_speaker=validation_speaker,
+        validation_fraction=validation_fraction,
     )
-    parts = _seeded_parts(
-        pairs(pool),
-        int((~in_test).sum()),
-        [1 - validation_fraction, validation_fraction],
-        seed,
-    )
-    parts.append((pairs(test), int(in_test.sum())))
-    return parts
 
 
 def _num_examples(builder, split, ds):
@@ -457,8 +650,9 @@ def _select(ds, part_of, part):
     return indexed.batch(4096).map(select_block).unbatch()
 
 
-def _splits(parts, class_names, sample_rate, layout, source):
+def _splits(parts, class_names, sample_rate, layout, source, rule):
     (train, n_train), (validation, n_val), (test, n_test) = parts
+    scheme, removed, notes = rule
     sizes = {"train": n_train, "validation": n_val, "test": n_test}
     datasets = {}
     for key, ds in zip(sizes, (train, validation, test), strict=True):
@@ -475,4 +669,7 @@ def _splits(parts, class_names, sample_rate, layout, source):
         layout=layout,
         source=source,
         num_examples=sizes,
+        validation_scheme=scheme,
+        num_removed_from_train=removed,
+        split_notes=notes,
     )
