@@ -19,6 +19,7 @@ They need the TensorFlow backend (string tensors, `tf.debugging` checks).
 """
 
 from lstm_keras.applications.backbone import LSTMBackbone
+from lstm_keras.applications.optimizers import LazyAdam
 from lstm_keras.applications.preprocessing import ClipMeanNormalization
 from lstm_keras.applications.preprocessing import FitLength
 from lstm_keras.applications.preprocessing import LogMelSpectrogram
@@ -83,6 +84,7 @@ __all__ = [
     "DEFAULT_OPTIONS",
     "FitLength",
     "LSTMBackbone",
+    "LazyAdam",
     "LogMelSpectrogram",
     "MaxPoolingBackbone",
     "MemberAverage",

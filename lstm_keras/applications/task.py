@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from lstm_keras import dispatch
+from lstm_keras.applications.optimizers import LazyAdam
 
 # The attribute under which `MemberAverage` hands the members' probabilities
 # to `Classifier.compute_loss`, beside the average it returns (as Keras's
@@ -62,7 +63,9 @@ class Classifier(keras.Model):
             optimizer: `"auto"` for Adam at `default_learning_rate` with
                 gradient norm clipping at 1 (an LSTM's gradients can spike),
                 annealed when `decay_steps` is given; else anything
-                `keras.Model.compile` accepts.
+                `keras.Model.compile` accepts. The Adam is `LazyAdam`: it
+                updates only the embedding rows a batch touches, not whole
+                tables.
             loss: `"auto"` for sparse categorical cross-entropy on the
                 probabilities (integer labels), else any Keras loss.
             metrics: `"auto"` for `["accuracy"]`, else any Keras metrics.
@@ -106,9 +109,7 @@ class Classifier(keras.Model):
             ema = {}
             if ema_momentum is not None:
                 ema = {"use_ema": True, "ema_momentum": float(ema_momentum)}
-            optimizer = keras.optimizers.Adam(
-                learning_rate, clipnorm=1.0, **ema
-            )
+            optimizer = LazyAdam(learning_rate, clipnorm=1.0, **ema)
         elif decay_steps is not None or ema_momentum is not None:
             raise ValueError(
                 "Arguments `decay_steps` and `ema_momentum` apply to "
