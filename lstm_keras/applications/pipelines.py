@@ -6,9 +6,10 @@ shuffled with its own seed, so a run resumed at epoch k (from
 uninterrupted run sees from epoch k on. Every epoch has the same number of
 batches, `ceil(n / batch_size)`, which `fit` gets as `steps_per_epoch`.
 
-Text batches hold sentences of similar word counts (sorted within pools of
-`POOL_BATCHES` batches, then the batches shuffled), so the model's
-per-batch padding stays short. Audio batches are zero-padded at the end.
+Batches hold examples of similar lengths (texts by word count, clips by
+samples: sorted within pools of `POOL_BATCHES` batches, then the batches
+shuffled), so the padding each batch computes stays short. Audio batches
+are zero-padded at the end.
 """
 
 import math
@@ -42,16 +43,29 @@ def _sort_pool(texts, labels):
     return tf.gather(texts, order), tf.gather(labels, order)
 
 
+def _sort_clip_pool(clips, labels):
+    # clips: <float32>[pool, (samples)], ragged
+    order = tf.argsort(clips.row_lengths(), stable=True)
+    return tf.gather(clips, order), tf.gather(labels, order)
+
+
 def _batches(examples, modality, batch_size, seed):
     """One epoch of `examples` (already shuffled) as training batches."""
+    pool = batch_size * POOL_BATCHES
     if modality == "audio":
-        return examples.padded_batch(batch_size)
-    pooled = (
-        examples.batch(batch_size * POOL_BATCHES)
-        .map(_sort_pool)
-        .unbatch()
-        .batch(batch_size)
-    )
+        pooled = (
+            examples.ragged_batch(pool)
+            .map(_sort_clip_pool)
+            .unbatch()
+            # Rows of a ragged batch come as ragged scalars; `padded_batch`
+            # needs plain tensors.
+            .map(lambda clip, label: (tf.convert_to_tensor(clip), label))
+            .padded_batch(batch_size)
+        )
+    else:
+        pooled = (
+            examples.batch(pool).map(_sort_pool).unbatch().batch(batch_size)
+        )
     return pooled.shuffle(POOL_BATCHES, seed=seed)
 
 
