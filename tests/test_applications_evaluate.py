@@ -1,25 +1,17 @@
-"""`training/evaluate.py` and its splits: arguments, tables, data splits."""
+"""`make eval`'s runs (`lstm_keras.applications.evaluation`): configs,
+summaries over seeds, the validation-ranks-test statistic, the command."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 
-from lstm_keras.applications import quality
+from lstm_keras.applications import evaluation
+from lstm_keras.applications import presets
 from training import evaluate
 
 pytestmark = pytest.mark.tensorflow_only
-
-DATA = os.environ.get(
-    "LSTM_KERAS_SHARED_DATA",
-    os.path.join(
-        os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data"
-    ),
-)
-needs_fsdd = pytest.mark.skipif(
-    not os.path.isdir(os.path.join(DATA, "fsdd", "recordings")),
-    reason=f"FSDD not found under {DATA} (set LSTM_KERAS_SHARED_DATA)",
-)
 
 
 def test_help_shows_examples(capsys):
@@ -30,47 +22,82 @@ def test_help_shows_examples(capsys):
     assert "examples:" in text and "python -m training.evaluate" in text
 
 
-def test_options_parse_as_python_literals():
-    options = evaluate.parse_options(
-        ["units=256", "bidirectional=False", "lstm_options={'a': 1}", "x=y"]
+def test_runs_are_the_training_command_with_its_preset():
+    config = evaluation.run_config("fsdd_holdout", "/data", seed=2)
+    preset = presets.PRESETS["speech"]
+    assert config.data == os.path.join("/data", "fsdd/recordings")
+    assert config.holdout_speaker == "george" and config.seed == 2
+    assert (config.epochs, config.batch_size, config.patience) == (
+        preset.epochs,
+        preset.batch_size,
+        preset.patience,
     )
-    assert options == {
-        "units": 256,
-        "bidirectional": False,
-        "lstm_options": {"a": 1},
-        "x": "y",
+    assert config.model_options == {}
+    with pytest.raises(ValueError, match="argument name.*'cifar'"):
+        evaluation.run_config("cifar", "/data", seed=0)
+
+
+def fake_metrics(seed, validation, test, seconds):
+    return {
+        "config": {"seed": seed, "app": "speech", "epochs": 40},
+        "num_examples": {"train": 10, "validation": 2, "test": 3},
+        "validation_scheme": "fsdd indices",
+        "validation_accuracy": validation,
+        "test_accuracy": test,
+        "training_seconds": seconds,
     }
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        evaluate.parse_options(["units"])
 
 
-def test_table_lists_each_run():
-    table = quality.format_table(
-        [
-            {
-                "run": "holdout",
-                "holdout_speaker": "theo",
-                "test_accuracy": 0.5,
-                "train_seconds": 12.0,
-                "epochs_run": 3,
-            }
-        ]
-    )
-    assert table.splitlines()[1].split() == [
-        "holdout",
-        "(theo)",
-        "0.5000",
-        "12.0",
-        "3",
+def test_summary_gives_mean_and_sample_spread():
+    results = [
+        fake_metrics(0, 0.90, 0.80, 10.0),
+        fake_metrics(1, 0.92, 0.84, 12.0),
+        fake_metrics(2, 0.94, 0.82, 14.0),
     ]
+    summary = evaluation.summarize("fsdd", results)
+    assert summary["seeds"] == [0, 1, 2]
+    assert summary["test_accuracy"]["mean"] == pytest.approx(0.82)
+    assert summary["test_accuracy"]["std"] == pytest.approx(0.02)
+    assert summary["validation_accuracy"]["values"] == [0.90, 0.92, 0.94]
+    assert "seed" not in summary["config"]
+    row = evaluation.format_table([summary]).splitlines()[1].split()
+    assert row == ["fsdd", "3", "0.9200", "±", "0.0200", "0.8200", "±",
+                   "0.0200", "12"]  # fmt: skip
 
 
-@needs_fsdd
-def test_holdout_speaker_is_only_in_test():
-    splits = quality.load_splits(DATA, "speech", holdout_speaker="theo")
-    assert splits["sizes"] == {"train": 1800, "validation": 200, "test": 500}
-    assert splits["sample_rate"] == 8000
-    labels = np.array([int(y) for _, y in splits["test"]])
-    np.testing.assert_array_equal(np.bincount(labels), [50] * 10)
-    with pytest.raises(ValueError, match="holdout_speaker"):
-        quality.load_splits(DATA, "speech", holdout_speaker="nobody")
+def test_a_finished_run_is_read_back_not_trained(tmp_path):
+    run_dir = tmp_path / "fsdd" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(
+        json.dumps(fake_metrics(0, 0.5, 0.4, 1.0))
+    )
+    # The data path does not exist: training would fail.
+    results = evaluation.run_seeds("fsdd", "/nonexistent", str(tmp_path), [0])
+    assert results[0]["test_accuracy"] == 0.4
+
+
+def test_spearman_matches_the_rank_formula():
+    # Without ties, rho = 1 - 6 sum(d^2) / (n (n^2 - 1)).
+    a = [0.81, 0.84, 0.79, 0.86, 0.83, 0.80, 0.85, 0.82]
+    b = [0.80, 0.85, 0.78, 0.84, 0.86, 0.79, 0.83, 0.81]
+    rank_a, rank_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    n = len(a)
+    expected = 1 - 6 * np.sum((rank_a - rank_b) ** 2) / (n * (n**2 - 1))
+    assert evaluation.spearman(a, b) == pytest.approx(expected)
+    assert evaluation.spearman(a, a) == pytest.approx(1.0)
+    assert evaluation.spearman(a, [-x for x in a]) == pytest.approx(-1.0)
+    # Ties share their average rank: [1, 2.5, 2.5, 4] against [1, 2, 3, 4].
+    tied = evaluation.spearman([1, 2, 2, 3], [1, 2, 3, 4])
+    assert tied == pytest.approx(
+        np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1]
+    )
+    with pytest.raises(ValueError, match="two sequences"):
+        evaluation.spearman([1], [1])
+
+
+def test_summaries_plot_to_a_png(tmp_path):
+    results = [fake_metrics(s, 0.9, 0.8 + s / 100, 10.0) for s in range(3)]
+    path = tmp_path / "accuracy.png"
+    evaluation.plot_summaries([evaluation.summarize("fsdd", results)], path)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,8 @@ import lstm_keras  # noqa: F401  (registers the serializable classes)
 from lstm_keras.applications import DEFAULT_OPTIONS
 from lstm_keras.applications import SpeechClassifier
 from lstm_keras.applications import build_classifier
-from lstm_keras.applications import quality
+from lstm_keras.applications import pipelines
+from lstm_keras.datasets import files
 
 pytestmark = pytest.mark.tensorflow_only
 
@@ -158,24 +159,44 @@ def test_build_classifier_and_default_options():
         build_classifier("speech", class_names=["a", "b"])
 
 
+def clips_dataset(rows):
+    waveforms = tf.RaggedTensor.from_row_lengths(
+        np.concatenate([x for x, _ in rows]), [len(x) for x, _ in rows]
+    )
+    labels = np.array([label for _, label in rows], "int64")
+    ds = tf.data.Dataset.from_tensor_slices((waveforms, labels))
+    # Ragged slices come as ragged scalars; a map makes them plain tensors.
+    return ds.map(lambda x, y: (tf.convert_to_tensor(x), y))
+
+
 @needs_fsdd
 def test_learns_digits_from_a_slice_of_fsdd():
     # Two speakers, recordings 5-24 to train, 0-4 to test: chance is 0.1;
     # measured 0.95-0.97 (two seeds).
-    clips = [
-        clip
-        for clip in quality._read_fsdd(FSDD)
-        if clip[2] in ("jackson", "nicolas") and clip[3] < 25
-    ]
-    train = [(x, digit) for x, digit, _, index in clips if index >= 5]
-    test = [(x, digit) for x, digit, _, index in clips if index < 5]
-    train = quality._to_dataset(train, "speech")
-    test = quality._to_dataset(test, "speech")
-    model = SpeechClassifier(quality.DIGITS, sample_rate=RATE, units=32, seed=0)
+    train, test = [], []
+    for name in sorted(os.listdir(FSDD)):
+        clip = files.parse_fsdd_name(name)
+        if (
+            clip is None
+            or clip[1] not in ("jackson", "nicolas")
+            or clip[2] >= 25
+        ):
+            continue
+        waveform, _ = files.read_wav(os.path.join(FSDD, name), RATE)
+        (train if clip[2] >= 5 else test).append((waveform, clip[0]))
+    train, test = clips_dataset(train), clips_dataset(test)
+    digits = [str(d) for d in range(10)]
+    model = SpeechClassifier(digits, sample_rate=RATE, units=32, seed=0)
     model.adapt(train)
     model.compile()
     model.fit(
-        quality.batches(train, "speech", shuffle_seed=0), epochs=12, verbose=0
-    )
+        pipelines.training_stream(
+            train, 400, "audio", batch_size=32, seed=0, start_epoch=0,
+            epochs=12,
+        ),
+        epochs=12,
+        steps_per_epoch=pipelines.steps_per_epoch(400, 32),
+        verbose=0,
+    )  # fmt: skip
     _, accuracy = model.evaluate(test.padded_batch(50), verbose=0)
     assert accuracy > 0.8

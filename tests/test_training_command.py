@@ -21,6 +21,7 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from lstm_keras.applications import pipelines
+from lstm_keras.applications import presets
 from lstm_keras.applications import runner
 from lstm_keras.datasets import samples_dir
 from training import train
@@ -161,6 +162,96 @@ def test_only_given_model_options_reach_the_model():
         runner.TrainConfig(app="speech", data="sample", strategy="tpu")
     with pytest.raises(ValueError, match="argument epochs.*0"):
         runner.TrainConfig(app="speech", data="sample", epochs=0)
+    with pytest.raises(ValueError, match="argument schedule.*'step'"):
+        runner.TrainConfig(app="speech", data="sample", schedule="step")
+    with pytest.raises(ValueError, match="argument ema_fraction.*2"):
+        runner.TrainConfig(app="speech", data="sample", ema_fraction=2)
+
+
+def test_unset_recipe_fields_take_the_preset():
+    for app, preset in presets.PRESETS.items():
+        config = runner.TrainConfig(app=app, data="sample")
+        for field in ("epochs", "batch_size", "learning_rate", "schedule"):
+            assert getattr(config, field) == getattr(preset, field)
+        assert config.ema_fraction == preset.ema_fraction
+        assert config.patience == (preset.patience or 0)
+    config = runner.TrainConfig(
+        app="sentiment", data="sample", epochs=5, ema_fraction=None
+    )
+    assert config.epochs == 5 and config.ema_fraction is None
+    # compile(): the preset's rate, annealed over every step, and the
+    # moving average's time constant a fraction of them.
+    options = runner.compile_options(runner.TrainConfig("sentiment", "x"), 100)
+    preset = presets.PRESETS["sentiment"]
+    assert options == {
+        "learning_rate": preset.learning_rate,
+        "decay_steps": preset.epochs * 100,
+        "ema_momentum": pytest.approx(
+            1 - 1 / (preset.ema_fraction * preset.epochs * 100)
+        ),
+    }
+
+
+def test_print_config_shows_the_resolved_preset(capsys):
+    assert train.main(["speech", "--print-config", "--units", "8"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    preset = presets.PRESETS["speech"]
+    assert shown["epochs"] == preset.epochs
+    assert shown["patience"] == preset.patience
+    assert shown["model_options"]["units"] == 8
+    assert shown["model_options"]["num_mel_bins"] == 40  # a model default
+    assert train.main(["sentiment", "--print-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert "percentile" in shown["model_options"]["max_length"]
+    assert shown["ema_fraction"] == presets.PRESETS["sentiment"].ema_fraction
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    missing = str(tmp_path / "nowhere")
+    code = train.main(["speech", "--data", missing, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "nowhere" in err and "Traceback" not in err
+    code = train.main(
+        ["speech", "--data", "sample", "--out", str(tmp_path), "--epochs", "-1"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "epochs" in err and "-1" in err
+    with pytest.raises(SystemExit) as info:
+        train.parse_args(["speech", "--data", "sample"])
+    assert info.value.code == 2
+
+
+def test_max_length_comes_from_the_training_texts():
+    texts = [" ".join(["w"] * n) for n in range(1, 101)] + ["Hi, there!"]
+    examples = tf.data.Dataset.from_tensor_slices(
+        (texts, np.zeros(len(texts), np.int64))
+    )
+    counts = runner.token_counts(examples, {})
+    # The model's standardization strips punctuation: "hi there" is 2.
+    np.testing.assert_array_equal(counts, [*range(1, 101), 2])
+    assert presets.max_length_for(counts, 100, 512) == 104
+    assert presets.max_length_for(counts, 50, 512) == 56  # median 50.5
+    assert presets.max_length_for(counts, 100, 64) == 64
+    assert presets.max_length_for([1, 2], 100, 512) == 8
+
+
+def test_early_stopping_counts_epochs_across_a_resume():
+    history = [
+        {"epoch": 0, "val_accuracy": 0.5, "val_loss": 0.9},
+        {"epoch": 1, "val_accuracy": 0.7, "val_loss": 0.6},
+        {"epoch": 2, "val_accuracy": 0.7, "val_loss": 0.5},
+        {"epoch": 3, "val_accuracy": 0.6, "val_loss": 0.7},
+    ]
+    assert runner.best_record(history, "val_accuracy")["epoch"] == 1
+    assert runner.best_record(history, "val_loss")["epoch"] == 2
+    assert runner.should_stop(history, "val_accuracy", 2)
+    assert not runner.should_stop(history, "val_accuracy", 3)
+    assert not runner.should_stop(history, "val_loss", 2)
+    assert not runner.should_stop(history, "val_accuracy", 0)
+    # A resumed run's best-weights callback starts from the earlier best.
+    callback = runner.BestWeights("unused", "val_accuracy", history)
+    assert callback.best == 0.7
 
 
 # --------------------------------------------------------------------- runs
@@ -208,11 +299,15 @@ def test_sentiment_run_writes_consistent_outputs(tmp_path, data_dirs):
     with open(os.path.join(run_dir, "metrics.json")) as f:
         assert json.load(f) == json.loads(json.dumps(metrics))
     assert metrics["class_names"] == ["negative", "positive"]
+    # Validation is whole sentences of the training file, and the training
+    # rows inside them are gone (tests/test_datasets.py checks the split).
     assert metrics["num_examples"] == {
-        "train": 216,
+        "train": 214,
         "validation": 24,
         "test": 40,
     }
+    assert metrics["validation_scheme"] == "sst2 sentences"
+    assert metrics["max_length"] == 12  # given: not chosen from the data
     assert [r["epoch"] for r in metrics["history"]] == [0, 1]
     assert metrics["training_seconds"] > 0
     # The test numbers, recomputed from the saved model and the dev rows.
@@ -246,10 +341,17 @@ def test_sentiment_run_writes_consistent_outputs(tmp_path, data_dirs):
         rtol=1e-5,
         atol=1e-6,
     )
-    # The best checkpoint is the epoch of lowest validation loss.
-    best = min(metrics["history"], key=lambda r: r["val_loss"])
-    assert metrics["best_epoch"] == best["epoch"]
-    for name in ("learning_curves.png", "checkpoints/best.weights.h5"):
+    # The best checkpoint is the first epoch of highest validation accuracy
+    # (the preset's monitor), and the model ends with its weights.
+    accuracies = [r["val_accuracy"] for r in metrics["history"]]
+    assert metrics["best_epoch"] == int(np.argmax(accuracies))
+    assert metrics["validation_accuracy"] == max(accuracies)
+    _, val_accuracy = model.evaluate(
+        runner.load_splits(train.config_from_args(args)).validation.batch(64),
+        verbose=0,
+    )
+    assert val_accuracy == pytest.approx(max(accuracies), abs=1e-6)
+    for name in ("learning_curves.png", "checkpoints/best.weights.npz"):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0
     with open(os.path.join(run_dir, "learning_curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -321,6 +423,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, data_dirs):
         with open(os.path.join(run_dir, "metrics.json")) as f:
             results.append(json.load(f))
     a, b = results
+    # The sentiment preset averages the weights: the average, too, came
+    # back from the backup.
+    assert (
+        b["config"]["ema_fraction"] == presets.PRESETS["sentiment"].ema_fraction
+    )
     assert [r["epoch"] for r in b["history"]] == [0, 1, 2]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [r[key] for r in a["history"]] == [r[key] for r in b["history"]]

@@ -81,13 +81,15 @@ def add_data_arguments(parser):
     """Adds how an application's data is split and read.
 
     `--validation-fraction`, `--max-train-examples`, `--tfds-data-dir` and
-    `--holdout-speaker`, as `lstm_keras.datasets.load_dataset` takes them.
+    `--holdout-speaker` and `--validation-speaker`, as
+    `lstm_keras.datasets.load_dataset` takes them.
     """
     parser.add_argument(
         "--validation-fraction",
         type=float,
         default=0.1,
-        help="share of the training data held out (default 0.1)",
+        help="share of the training data held out for validation (SST-2: "
+        "of its sentences; FSDD: of the recording indices) (default 0.1)",
     )
     parser.add_argument(
         "--max-train-examples",
@@ -104,4 +106,10 @@ def add_data_arguments(parser):
         "--holdout-speaker",
         default=None,
         help="FSDD: this speaker's clips are the test set",
+    )
+    parser.add_argument(
+        "--validation-speaker",
+        default=None,
+        help="FSDD: validate on this speaker's clips (not trained on) "
+        "instead of held-out recording indices",
     )

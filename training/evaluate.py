@@ -1,83 +1,65 @@
-"""Command line: the applications' quality run (`make eval`).
+"""Command line: the applications' quality runs (`make eval`).
 
-Trains each application with its default settings on the full real data and
-prints a table of test accuracy and wall time: sentiment (SST-2, its dev set
-as test), speech (FSDD, recordings 0-4 as test) and speech on a held-out
-speaker (trained without them, tested on all their clips). Writes
-`results.json` and `accuracy.png` under `--out`.
+Each run is `lstm-keras-train` with its defaults (the application's preset)
+on the full real data, once per seed: sentiment on SST-2 (its dev set as
+test), speech on FSDD (recordings 0-4 as test), speech on a held-out speaker
+(george: trained without them, tested on all their clips) and sentiment on
+the IMDB reviews of `imdb_head/` (class folders, a seeded test split).
+Prints mean ± std over the seeds of validation and test accuracy and of
+training time; writes `results.json` and `accuracy.png` under `--out`, and
+each run's own outputs under `--out/RUN/seed<k>/` (a finished run is read
+back, a killed one resumes).
 
 Examples:
     python -m training.evaluate --out runs/eval
-    python -m training.evaluate --runs speech holdout --holdout-speaker theo
-    python -m training.evaluate --runs sentiment --option units=256 --epochs 6
+    python -m training.evaluate --runs fsdd fsdd_holdout --seeds 0
+    python -m training.evaluate --runs sst2 --data /data --out runs/sst2
 """
 
 import argparse
-import ast
-import json
 import os
 import sys
 
 DEFAULT_DATA = os.path.join(os.pardir, "shared", "data")
-RUNS = ("sentiment", "speech", "holdout")
+RUNS = ("sst2", "fsdd", "fsdd_holdout", "imdb_head")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
         description=(
-            "Train the sentiment and speech applications with their default "
-            "settings and report test accuracy and wall time."
+            "Train the applications with their default settings on the real "
+            "data, several seeds each, and report validation and test "
+            "accuracy (mean ± std) and training time."
         ),
         epilog=(
             "examples:\n"
             "  python -m training.evaluate --out runs/eval\n"
-            "  python -m training.evaluate --runs speech holdout "
-            "--holdout-speaker theo\n"
-            "  python -m training.evaluate --runs sentiment --option "
-            "units=256 --epochs 6"
+            "  python -m training.evaluate --runs fsdd fsdd_holdout --seeds 0\n"
+            "  python -m training.evaluate --runs sst2 --data /data "
+            "--out runs/sst2"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--data",
         default=DEFAULT_DATA,
-        help="folder with sst2/ and fsdd/recordings/ (default ../shared/data)",
+        help="folder with sst2/, fsdd/recordings/ and imdb_head/ "
+        "(default ../shared/data)",
     )
     parser.add_argument(
         "--runs",
         nargs="+",
         choices=RUNS,
         default=list(RUNS),
-        help="which runs (default: all three)",
+        help="which runs (default: all)",
     )
     parser.add_argument(
-        "--holdout-speaker",
-        default="george",
-        help="FSDD speaker left out of training in the holdout run "
-        "(default george)",
-    )
-    parser.add_argument(
-        "--epochs",
+        "--seeds",
+        nargs="+",
         type=int,
-        default=None,
-        help="most epochs (default: 2 sentiment, 40 speech); early stopping "
-        "on validation accuracy restores the best epoch",
-    )
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model option, e.g. units=256 (repeatable)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument(
-        "--loader",
-        choices=("auto", "datasets", "files"),
-        default="auto",
-        help="lstm_keras.datasets.load_dataset ('datasets'), direct file "
-        "reading ('files'), or the first when available (default auto)",
+        default=[0, 1, 2],
+        help="seeds of each run (default 0 1 2)",
     )
     parser.add_argument(
         "--out", default=os.path.join("runs", "eval"), help="output folder"
@@ -85,45 +67,26 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def parse_options(pairs):
-    """`["units=256", "bidirectional=False"]` -> `{"units": 256, ...}`."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"Expected --option KEY=VALUE, got {pair!r}.")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
-    return options
-
-
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from lstm_keras.applications import quality
+    from lstm_keras.applications import evaluation
+    from lstm_keras.applications import reports
 
-    options = parse_options(args.option)
-    results = []
-    for run in args.runs:
-        print(f"== {run} ==", flush=True)
-        results.append(
-            quality.run(
-                run,
-                data=args.data,
-                seed=args.seed,
-                epochs=args.epochs,
-                holdout_speaker=args.holdout_speaker,
-                options=options,
-                loader=args.loader,
+    summaries = []
+    try:
+        for name in args.runs:
+            results = evaluation.run_seeds(
+                name, args.data, args.out, args.seeds, verbose=2
             )
-        )
-    os.makedirs(args.out, exist_ok=True)
-    print(quality.format_table(results))
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    quality.plot_curves(results, os.path.join(args.out, "accuracy.png"))
+            summaries.append(evaluation.summarize(name, results))
+    except (ValueError, OSError) as error:
+        message = " ".join(str(error).split())
+        print(f"training.evaluate: error: {message}", file=sys.stderr)
+        return 2
+    print(evaluation.format_table(summaries))
+    reports.write_json(summaries, os.path.join(args.out, "results.json"))
+    evaluation.plot_summaries(summaries, os.path.join(args.out, "accuracy.png"))
     print(f"wrote {args.out}/results.json and accuracy.png")
     return 0
 

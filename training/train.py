@@ -6,9 +6,11 @@ Examples:
     lstm-keras-train speech --data ../shared/data/fsdd --holdout-speaker theo --out runs/theo
     lstm-keras-train sentiment --data imdb_reviews --tfds-data-dir ~/tfds --out runs/imdb
     python -m training sentiment --data my_reviews/ --out runs/mine --units 64
+    lstm-keras-train sentiment --print-config
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -21,6 +23,7 @@ examples:
   lstm-keras-train speech --data ../shared/data/fsdd --holdout-speaker theo --out runs/theo
   lstm-keras-train sentiment --data imdb_reviews --tfds-data-dir ~/tfds --out runs/imdb
   python -m training sentiment --data my_reviews/ --out runs/mine --units 64
+  lstm-keras-train sentiment --print-config
 
 SOURCE is "sample" (the real data embedded in the repository: SST-2, or
 FSDD recordings 0-19), a TFDS name (imdb_reviews, glue/sst2, spoken_digit,
@@ -65,20 +68,39 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("app", choices=("sentiment", "speech"))
-    parser.add_argument(
-        "--data", required=True, metavar="SOURCE", help="see below"
+    parser.add_argument("--data", metavar="SOURCE", help="see below")
+    parser.add_argument("--out", metavar="RUN_DIR", help="the run's folder")
+    recipe = parser.add_argument_group(
+        "recipe (unset: the application's preset, see --print-config)"
     )
-    parser.add_argument(
-        "--out", required=True, metavar="RUN_DIR", help="the run's folder"
+    recipe.add_argument("--epochs", type=int, help="most training epochs")
+    recipe.add_argument("--batch-size", type=int, help="global batch size")
+    recipe.add_argument(
+        "--learning-rate", type=float, help="Adam's initial learning rate"
     )
-    parser.add_argument(
-        "--epochs", type=int, default=4, help="training epochs (default 4)"
+    recipe.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        help="learning rate annealed over the run, or constant",
     )
-    parser.add_argument(
-        "--batch-size",
+    recipe.add_argument(
+        "--ema-fraction",
+        type=_fraction_or_none,
+        default=argparse.SUPPRESS,
+        metavar="F|none",
+        help="weight averaging: time constant as a fraction of the run's "
+        "steps, or 'none'",
+    )
+    recipe.add_argument(
+        "--monitor",
+        choices=("val_accuracy", "val_loss"),
+        help="validation metric that picks the best epoch",
+    )
+    recipe.add_argument(
+        "--patience",
         type=int,
-        default=64,
-        help="global batch size (default 64)",
+        help="stop after this many epochs without a better --monitor "
+        "(0: never)",
     )
     parser.add_argument(
         "--seed",
@@ -119,7 +141,29 @@ def parse_args(argv=None):
         choices=(0, 1, 2),
         help="Keras progress: 1 a bar (default), 2 a line per epoch",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (preset and model options) as JSON "
+        "and exit",
+    )
+    args = parser.parse_args(argv)
+    missing = [
+        flag
+        for flag, value in (("--data", args.data), ("--out", args.out))
+        if value is None
+    ]
+    if missing and not args.print_config:
+        parser.error(
+            f"the following arguments are required: {', '.join(missing)}"
+        )
+    return args
+
+
+def _fraction_or_none(text):
+    if text.lower() == "none":
+        return None
+    return float(text)
 
 
 def config_from_args(args):
@@ -135,24 +179,61 @@ def config_from_args(args):
         data=args.data,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        schedule=args.schedule,
+        ema_fraction=getattr(args, "ema_fraction", "preset"),
+        monitor=args.monitor,
+        patience=args.patience,
         seed=args.seed,
         validation_fraction=args.validation_fraction,
         max_train_examples=args.max_train_examples,
         tfds_data_dir=args.tfds_data_dir,
         holdout_speaker=args.holdout_speaker,
+        validation_speaker=args.validation_speaker,
         strategy=args.strategy,
         model_options=options,
         verbose=args.verbose,
     )
 
 
+def resolved_config(config):
+    """The config `--print-config` shows: the run's settings, the model's
+    options (defaults filled in) and how the data decides the rest."""
+    from lstm_keras.applications import DEFAULT_OPTIONS
+    from lstm_keras.applications import presets
+
+    shown = dataclasses.asdict(config)
+    options = {**DEFAULT_OPTIONS[config.app], "seed": config.seed}
+    options.update(config.model_options)
+    preset = presets.PRESETS[config.app]
+    if config.app == "sentiment" and "max_length" not in config.model_options:
+        options["max_length"] = (
+            f"from the training texts: their {preset.length_percentile:g}th "
+            f"percentile token count, at most {preset.max_length_cap}"
+        )
+    shown["model_options"] = options
+    return shown
+
+
 def main(argv=None):
     args = parse_args(argv)
-    from lstm_keras.applications.runner import train_and_evaluate
+    try:
+        config = config_from_args(args)
+        if args.print_config:
+            print(json.dumps(resolved_config(config), indent=2))
+            return 0
+        from lstm_keras.applications.runner import train_and_evaluate
 
-    metrics = train_and_evaluate(config_from_args(args), args.out)
+        metrics = train_and_evaluate(config, args.out)
+    except (ValueError, TypeError, OSError) as error:
+        # A user's mistake (a missing folder, a bad value): one line.
+        message = " ".join(str(error).split())
+        print(f"lstm-keras-train: error: {message}", file=sys.stderr)
+        return 2
     print(
-        f"\n{args.app} on {metrics['source']}: test accuracy "
+        f"\n{args.app} on {metrics['source']}: validation accuracy "
+        f"{metrics['validation_accuracy']:.4f} (best epoch "
+        f"{metrics['best_epoch'] + 1}), test accuracy "
         f"{metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.6f} "
         f"({metrics['num_examples']['test']} examples), trained "
         f"{metrics['training_seconds']:.0f} s"

@@ -194,6 +194,7 @@ def config_from_args(args):
         max_train_examples=args.max_train_examples,
         tfds_data_dir=args.tfds_data_dir,
         holdout_speaker=args.holdout_speaker,
+        validation_speaker=args.validation_speaker,
         space=space,
         fixed_options=args.model_options or {},
         baseline=args.baseline,

@@ -15,7 +15,7 @@ model.predict(tf.constant(["a gem of a film"]))   # [[p_negative, p_positive]]
 ```
 
 They need the TensorFlow backend (string tensors, `tf.debugging` checks).
-`quality.run` trains them on the full data for `training/evaluate.py`.
+`runner.train_and_evaluate` trains them (`lstm-keras-train`, `make eval`).
 """
 
 from lstm_keras.applications.backbone import LSTMBackbone

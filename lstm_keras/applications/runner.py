@@ -1,18 +1,26 @@
 """Training runs of the applications: `train_and_evaluate(config, run_dir)`.
 
-The command line (`training/train.py`) only parses arguments into a
-`TrainConfig` and calls `train_and_evaluate`; the steps are small functions
-that tests call directly. A run writes into `run_dir`:
+The one training function: `lstm-keras-train` (`training/train.py`) and
+`make eval` (`training/evaluate.py`) build a `TrainConfig`, whose recipe
+(epochs, batch size, learning-rate schedule, weight averaging, the metric
+that picks the best epoch, early stopping, text lengths) comes from the
+application's preset (`lstm_keras.applications.presets`) unless given, and
+call it. The steps are small functions that tests call directly. A run
+writes into `run_dir`:
 
-- `metrics.json`: test accuracy and loss, class names, sample rate, sizes,
-  per-epoch history, training time, the test confusion matrix;
+- `metrics.json`: the resolved config and model options, the validation
+  scheme, sizes, per-epoch history, the best epoch and its validation
+  numbers, training time, and the test accuracy, loss and confusion matrix
+  (the test split is read once, after training);
 - `learning_curves.png` (and `confusion_matrix.png` for speech);
-- `logs/` (TensorBoard), `checkpoints/best.weights.h5` (lowest validation
-  loss), `model.keras`, and `serving/1/` (the TF Serving SavedModel of
-  `lstm_keras.export`, whose graph holds only standard TensorFlow ops);
+- `logs/` (TensorBoard), `checkpoints/best.weights.npz` (the weights of the
+  best epoch, the weight average where there is one), `model.keras`, and
+  `serving/1/` (the TF Serving SavedModel of `lstm_keras.export`, whose
+  graph holds only standard TensorFlow ops);
 - while it runs, `backup/` and `history.json`: a run killed and started
-  again with the same arguments resumes from its last finished epoch and
-  ends with the same result (see `lstm_keras.applications.pipelines`).
+  again with the same arguments resumes from its last finished epoch
+  (weights, optimizer slots and weight average, random states) and ends
+  with the same result (see `lstm_keras.applications.pipelines`).
 
 Under `MultiWorkerMirroredStrategy` the chief writes `run_dir`; every other
 worker writes to `run_dir/.worker-<id>/`, removed when it finishes.
@@ -30,9 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 from lstm_keras.applications import pipelines
-from lstm_keras.applications import quality
+from lstm_keras.applications import presets
 from lstm_keras.applications import reports
-from lstm_keras.applications import task
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 APPS = ("sentiment", "speech")
@@ -43,12 +50,28 @@ MODALITY = {"sentiment": "text", "speech": "audio"}
 class TrainConfig:
     """Everything a run depends on; the same config resumes the same run.
 
+    The recipe fields (`epochs` to `patience`) left at `None` take the
+    application's preset (`lstm_keras.applications.presets.PRESETS`), so a
+    config always holds the settings the run used.
+
     Attributes:
         app: `"sentiment"` or `"speech"`.
         data: The source: a TFDS name, `"sample"` or a local directory (see
             `lstm_keras.datasets.load_dataset`).
-        epochs: Training epochs. Defaults to 4.
-        batch_size: Examples per step, across all replicas. Defaults to 64.
+        epochs: Most training epochs. Defaults to the preset's.
+        batch_size: Examples per step, across all replicas. Defaults to the
+            preset's.
+        learning_rate: Adam's initial learning rate. Defaults to the
+            preset's.
+        schedule: `"cosine"` (annealed over the run) or `"constant"`.
+            Defaults to the preset's.
+        ema_fraction: Time constant of the weight average as a fraction of
+            the run's steps, or `None` for none; `"preset"` for the
+            preset's. Defaults to `"preset"`.
+        monitor: `"val_accuracy"` or `"val_loss"`, what picks the best
+            epoch. Defaults to the preset's.
+        patience: Epochs without a better `monitor` before stopping, `0`
+            to run every epoch. Defaults to the preset's.
         seed: Seeds the split, the weights, dropout and the batch order.
             Defaults to 0.
         validation_fraction: Share of the training data held out. Defaults
@@ -59,52 +82,94 @@ class TrainConfig:
         tfds_data_dir: TFDS data directory. Defaults to `None`.
         holdout_speaker: FSDD speaker used as the test set. Defaults to
             `None`.
+        validation_speaker: FSDD speaker used as the validation set.
+            Defaults to `None` (held-out recording indices).
         strategy: `"default"`, `"mirrored"` or `"multi_worker"`
             (`MultiWorkerMirroredStrategy`, cluster from `TF_CONFIG`).
             Defaults to `"default"`.
         model_options: Options of `build_classifier` (`units`,
-            `num_layers`, ...); unset ones take the model's defaults.
+            `num_layers`, ...); unset ones take the model's defaults, and a
+            sentiment model's `max_length` the training texts' lengths.
         verbose: Keras progress output: `"auto"`, 0, 1 or 2. Defaults to
             `"auto"`.
     """
 
     app: str
     data: str
-    epochs: int = 4
-    batch_size: int = 64
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    schedule: str | None = None
+    ema_fraction: float | str | None = "preset"
+    monitor: str | None = None
+    patience: int | None = None
     seed: int = 0
     validation_fraction: float = 0.1
     max_train_examples: int | None = None
     tfds_data_dir: str | None = None
     holdout_speaker: str | None = None
+    validation_speaker: str | None = None
     strategy: str = "default"
     model_options: dict = dataclasses.field(default_factory=dict)
     verbose: str | int = "auto"
 
     def __post_init__(self):
-        if self.app not in APPS:
-            raise ValueError(
-                f"Received an invalid value for argument app, expected one "
-                f"of {list(APPS)}, got {self.app!r}."
-            )
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"Received an invalid value for argument strategy, expected "
-                f"one of {list(STRATEGIES)}, got {self.strategy!r}."
-            )
+        _check_choice("app", self.app, APPS)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        preset = presets.PRESETS[self.app]
+        for field in ("epochs", "batch_size", "learning_rate", "schedule"):
+            if getattr(self, field) is None:
+                setattr(self, field, getattr(preset, field))
+        if self.monitor is None:
+            self.monitor = preset.monitor
+        if self.patience is None:
+            self.patience = preset.patience or 0
+        if self.ema_fraction == "preset":
+            self.ema_fraction = preset.ema_fraction
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Received an invalid value for argument {name}, "
-                    f"expected a positive integer, got {value!r}."
-                )
-        if self.max_train_examples is not None and self.max_train_examples < 1:
+            _check_positive_int(name, getattr(self, name))
+        if not isinstance(self.patience, int) or self.patience < 0:
             raise ValueError(
-                "Received an invalid value for argument max_train_examples, "
-                f"expected a positive integer or None, got "
-                f"{self.max_train_examples!r}."
+                "Received an invalid value for argument patience, expected "
+                f"a non-negative integer, got {self.patience!r}."
             )
+        if self.max_train_examples is not None:
+            _check_positive_int("max_train_examples", self.max_train_examples)
+        if not (
+            isinstance(self.learning_rate, (int, float))
+            and self.learning_rate > 0
+        ):
+            raise ValueError(
+                "Received an invalid value for argument learning_rate, "
+                f"expected a positive number, got {self.learning_rate!r}."
+            )
+        _check_choice("schedule", self.schedule, presets.SCHEDULES)
+        _check_choice("monitor", self.monitor, presets.MONITORS)
+        if self.ema_fraction is not None and not (
+            isinstance(self.ema_fraction, (int, float))
+            and 0 < self.ema_fraction <= 1
+        ):
+            raise ValueError(
+                "Received an invalid value for argument ema_fraction, "
+                f"expected a number in (0, 1] or None, got "
+                f"{self.ema_fraction!r}."
+            )
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Received an invalid value for argument {name}, expected one "
+            f"of {list(choices)}, got {value!r}."
+        )
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"Received an invalid value for argument {name}, expected a "
+            f"positive integer, got {value!r}."
+        )
 
 
 # ---------------------------------------------------------------- strategy
@@ -157,6 +222,7 @@ def load_splits(config):
         validation_fraction=config.validation_fraction,
         tfds_data_dir=config.tfds_data_dir,
         holdout_speaker=config.holdout_speaker,
+        validation_speaker=config.validation_speaker,
     )
     n = splits.num_examples["train"]
     if config.max_train_examples is not None and config.max_train_examples < n:
@@ -175,18 +241,59 @@ def load_splits(config):
 # ------------------------------------------------------------------- model
 
 
-def build_model(config, splits, model_builder=None):
+def model_options(config, splits):
+    """`config.model_options` completed with what the data decides.
+
+    A sentiment model without an explicit `max_length` keeps the preset's
+    percentile of the training texts' token counts (as the model's own
+    standardization splits them), capped: SST-2's phrases need some 50
+    tokens, movie reviews several hundred.
+    """
+    options = {"seed": config.seed, **config.model_options}
+    preset = presets.PRESETS[config.app]
+    if config.app == "sentiment" and "max_length" not in options:
+        options["max_length"] = presets.max_length_for(
+            token_counts(splits.train, options),
+            preset.length_percentile,
+            preset.max_length_cap,
+        )
+    return options
+
+
+def token_counts(examples, options):
+    """Tokens per text of `(text, label)` examples, as the model splits."""
+    from lstm_keras.applications import DEFAULT_OPTIONS
+    from lstm_keras.applications.preprocessing import TextStandardization
+
+    defaults = DEFAULT_OPTIONS["sentiment"]
+    standardize = TextStandardization(
+        lowercase=options.get("lowercase", defaults["lowercase"]),
+        strip_punctuation=options.get(
+            "strip_punctuation", defaults["strip_punctuation"]
+        ),
+    )
+
+    def count(texts, labels):
+        words = tf.strings.split(standardize(texts))
+        return words.row_lengths()
+
+    counts = examples.batch(4096).map(count)
+    return np.concatenate(list(counts.as_numpy_iterator()))
+
+
+def build_model(config, splits, model_builder=None, options=None):
     """Builds, adapts and compiles the application model.
 
     Call it inside `strategy.scope()`. `model_builder` defaults to
     `lstm_keras.applications.build_classifier` (tests pass a stand-in with
-    the same signature).
+    the same signature); `options` to `model_options(config, splits)`.
     """
     if model_builder is None:
         from lstm_keras.applications import build_classifier
 
         model_builder = build_classifier
-    options = {"seed": config.seed, **config.model_options}
+    if options is None:
+        options = model_options(config, splits)
     model = model_builder(
         config.app,
         class_names=splits.class_names,
@@ -194,20 +301,21 @@ def build_model(config, splits, model_builder=None):
         **options,
     )
     model.adapt(pipelines.inputs_only(splits.train))
-    if quality.ANNEAL[config.app] and isinstance(model, task.Classifier):
-        # The rate the quality runs use: annealed over the whole run, which
-        # is worth 1-2 points on SST-2, whose phrases overfit within epochs.
-        steps = pipelines.steps_per_epoch(
-            splits.num_examples["train"], config.batch_size
-        )
-        # No weight average: the run keeps the checkpoint of its best epoch
-        # (ModelCheckpoint, BackupAndRestore), which holds the trained
-        # weights; averaging them per epoch (SwapEMAWeights) would also have
-        # to survive a resume, which is not built yet.
-        model.compile(decay_steps=config.epochs * steps, ema_momentum=None)
-    else:
-        model.compile()
+    steps = pipelines.steps_per_epoch(
+        splits.num_examples["train"], config.batch_size
+    )
+    model.compile(**compile_options(config, steps))
     return model
+
+
+def compile_options(config, steps_per_epoch):
+    """`Classifier.compile` arguments of `config`'s recipe."""
+    total_steps = config.epochs * steps_per_epoch
+    return {
+        "learning_rate": config.learning_rate,
+        "decay_steps": total_steps if config.schedule == "cosine" else None,
+        "ema_momentum": presets.ema_momentum(config.ema_fraction, total_steps),
+    }
 
 
 # ---------------------------------------------------------------- progress
@@ -301,24 +409,121 @@ class SeedStateBackup(keras.callbacks.Callback):
         os.replace(tmp, self.path)
 
 
-def make_callbacks(out_dir, history):
-    """Checkpoint of the best epoch, epoch log, TensorBoard, backup (last,
-    so a backup never runs ahead of the log and the checkpoint)."""
-    best_so_far = min((r["val_loss"] for r in history), default=None)
-    return [
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out_dir, "checkpoints", "best.weights.h5"),
-            monitor="val_loss",
-            save_best_only=True,
-            save_weights_only=True,
-            # A resumed run must not forget the best of its first part.
-            initial_value_threshold=best_so_far,
-        ),
-        EpochLog(os.path.join(out_dir, "history.json"), history),
+def best_weights_path(out_dir):
+    return os.path.join(out_dir, "checkpoints", "best.weights.npz")
+
+
+def is_better(monitor, value, best):
+    """Whether `value` of `monitor` beats `best` (`None`: nothing yet)."""
+    if best is None:
+        return True
+    return value > best if monitor == "val_accuracy" else value < best
+
+
+def best_record(history, monitor):
+    """The first epoch's record with the best `monitor`, or `None`."""
+    best = None
+    for record in history:
+        if best is None or is_better(monitor, record[monitor], best[monitor]):
+            best = record
+    return best
+
+
+def evaluated_weights(model):
+    """The weights validation saw: the optimizer's moving average where it
+    keeps one (`SwapEMAWeights` swaps it in for validation), else the
+    model's, as `{variable path: array}`."""
+    values = {v.path: np.asarray(v.numpy()) for v in model.weights}
+    optimizer = model.optimizer
+    if getattr(optimizer, "use_ema", False):
+        for variable, average in zip(
+            optimizer._trainable_variables,
+            optimizer._model_variables_moving_average,
+            strict=True,
+        ):
+            values[variable.path] = np.asarray(average.numpy())
+    return values
+
+
+def restore_weights(model, path):
+    """Assigns the weights `BestWeights` saved to `path` to `model`."""
+    with np.load(path) as saved:
+        for variable in model.weights:
+            variable.assign(saved[variable.path])
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Saves the evaluated weights of the best epoch so far to `path`.
+
+    Like `ModelCheckpoint(save_best_only=True, save_weights_only=True)`,
+    but it saves the weight average where the optimizer keeps one (what
+    validation measured), only the model's weights (not the optimizer's
+    slots), atomically, and it starts from the best of `history`, so a
+    resumed run does not forget the best of its first part.
+    """
+
+    def __init__(self, path, monitor, history):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        best = best_record(history, monitor)
+        self.best = None if best is None else best[monitor]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not is_better(self.monitor, value, self.best):
+            return
+        self.best = float(value)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = self.path + ".tmp.npz"
+        np.savez(tmp, **evaluated_weights(self.model))
+        os.replace(tmp, self.path)
+
+
+def should_stop(history, monitor, patience):
+    """Whether `patience` epochs have passed without a better `monitor`."""
+    best = best_record(history, monitor)
+    if not patience or best is None:
+        return False
+    return history[-1]["epoch"] - best["epoch"] >= patience
+
+
+class PatientStop(keras.callbacks.Callback):
+    """Early stopping that reads the run's whole history (`EpochLog`), so
+    its count of epochs without improvement survives a resume."""
+
+    def __init__(self, epoch_log, monitor, patience):
+        super().__init__()
+        self.epoch_log = epoch_log
+        self.monitor = monitor
+        self.patience = patience
+
+    def on_epoch_end(self, epoch, logs=None):
+        if should_stop(self.epoch_log.records, self.monitor, self.patience):
+            self.model.stop_training = True
+
+
+def make_callbacks(out_dir, history, config, model):
+    """The run's callbacks, in the order they must run at an epoch's end.
+
+    Validation of the weight average (when the optimizer keeps one), the
+    best epoch's weights, the epoch log, early stopping (which reads the
+    log), TensorBoard, and the backup last, so a backup never runs ahead
+    of the log and the best weights.
+    """
+    callbacks = []
+    if getattr(model.optimizer, "use_ema", False):
+        callbacks.append(keras.callbacks.SwapEMAWeights())
+    epoch_log = EpochLog(os.path.join(out_dir, "history.json"), history)
+    callbacks += [
+        BestWeights(best_weights_path(out_dir), config.monitor, history),
+        epoch_log,
+        PatientStop(epoch_log, config.monitor, config.patience),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
         SeedStateBackup(backup_dir(out_dir)),
         keras.callbacks.BackupAndRestore(backup_dir(out_dir)),
     ]
+    return callbacks
 
 
 def work_around_keras_distribution(model, batches, multi_worker):
@@ -440,6 +645,7 @@ def train_and_evaluate(config, run_dir, model_builder=None):
 
 
 def _train_and_evaluate(config, run_dir, model_builder):
+    started = time.perf_counter()
     strategy = make_strategy(config.strategy)
     is_chief, _ = worker_role(strategy)
     out_dir = output_dir(run_dir, strategy)
@@ -450,33 +656,34 @@ def _train_and_evaluate(config, run_dir, model_builder):
     n_train = splits.num_examples["train"]
     first_epoch = start_epoch(out_dir)
     history = load_history(out_dir, first_epoch)
+    options = model_options(config, splits)
 
     # Seeded here, after the data: preparing a TFDS cache (done by the first
     # run only) draws from the global generators.
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = build_model(config, splits, model_builder)
+        model = build_model(config, splits, model_builder, options)
     validation = pipelines.evaluation_batches(
         splits.validation, modality, config.batch_size
     )
-    test = pipelines.evaluation_batches(
-        splits.test, modality, config.batch_size
-    )
-    options = tf.data.Options()
+    data_options = tf.data.Options()
     # Every worker reads the source; each takes its share of each batch.
-    options.experimental_distribute.auto_shard_policy = (
+    data_options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA
     )
-    validation, test = (ds.with_options(options) for ds in (validation, test))
+    validation = validation.with_options(data_options)
 
     if config.strategy != "default":
         work_around_keras_distribution(
             model, validation, config.strategy == "multi_worker"
         )
-    callbacks = make_callbacks(out_dir, history)
+    callbacks = make_callbacks(out_dir, history, config, model)
     epoch_log = next(c for c in callbacks if isinstance(c, EpochLog))
-    # A run killed after its last epoch's backup has nothing left to train.
-    if first_epoch < config.epochs:
+    # A run killed after its last epoch's backup (or after it stopped
+    # early) has nothing left to train.
+    if first_epoch < config.epochs and not should_stop(
+        history, config.monitor, config.patience
+    ):
         train = pipelines.training_stream(
             splits.train,
             n_train,
@@ -487,7 +694,7 @@ def _train_and_evaluate(config, run_dir, model_builder):
             epochs=config.epochs,
         )
         model.fit(
-            train.with_options(options),
+            train.with_options(data_options),
             epochs=config.epochs,
             steps_per_epoch=pipelines.steps_per_epoch(
                 n_train, config.batch_size
@@ -499,9 +706,13 @@ def _train_and_evaluate(config, run_dir, model_builder):
             verbose=config.verbose,
         )
     history = epoch_log.records
-    best = os.path.join(out_dir, "checkpoints", "best.weights.h5")
-    if os.path.exists(best):
-        model.load_weights(best)
+    if os.path.exists(best_weights_path(out_dir)):
+        restore_weights(model, best_weights_path(out_dir))
+    best = best_record(history, config.monitor)
+    # The test split is read here only, once, for the report.
+    test = pipelines.evaluation_batches(
+        splits.test, modality, config.batch_size
+    ).with_options(data_options)
     results = evaluate(model, test, len(splits.class_names))
     metrics = {
         "app": config.app,
@@ -510,15 +721,22 @@ def _train_and_evaluate(config, run_dir, model_builder):
         "class_names": splits.class_names,
         "sample_rate": splits.sample_rate,
         "num_examples": splits.num_examples,
+        "validation_scheme": getattr(splits, "validation_scheme", None),
+        "split_notes": getattr(splits, "split_notes", None),
         "config": dataclasses.asdict(config),
+        "model_options": dict(options),
         **results,
-        "best_epoch": min(history, key=lambda r: r["val_loss"])["epoch"]
-        if history
-        else None,
+        "best_epoch": best["epoch"] if best else None,
+        "validation_accuracy": best["val_accuracy"] if best else None,
+        "validation_loss": best["val_loss"] if best else None,
+        "epochs_run": len(history),
         "history": history,
         "training_seconds": sum(r["seconds"] for r in history),
+        "wall_seconds": time.perf_counter() - started,
         "params": model.count_params(),
     }
+    if config.app == "sentiment":
+        metrics["max_length"] = model.get_config().get("max_length")
     write_outputs(model, metrics, out_dir)
     if not is_chief:
         shutil.rmtree(out_dir, ignore_errors=True)

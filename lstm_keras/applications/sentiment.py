@@ -6,6 +6,7 @@ from keras import ops
 from lstm_keras.applications.backbone import LSTMBackbone
 from lstm_keras.applications.preprocessing import FitLength
 from lstm_keras.applications.preprocessing import TextStandardization
+from lstm_keras.applications.presets import PRESETS
 from lstm_keras.applications.subword import SubwordEmbedding
 from lstm_keras.applications.task import Classifier
 from lstm_keras.applications.task import MemberAverage
@@ -173,12 +174,9 @@ class SentimentClassifier(Classifier):
     """
 
     DEFAULT_OPTIONS = DEFAULT_OPTIONS
-    default_learning_rate = 3e-3
-    # `compile(decay_steps=...)` keeps an exponential moving average of the
-    # weights with a time constant of a quarter of the run, and training
-    # ends on it: on SST-2 it tested 0.5 points above the last weights of
-    # the same runs, 3 seeds (README, "Quality").
-    default_ema_fraction = 0.25
+    # `compile()`'s defaults are the training preset's (`presets.py`).
+    default_learning_rate = PRESETS["sentiment"].learning_rate
+    default_ema_fraction = PRESETS["sentiment"].ema_fraction
 
     def __init__(
         self,

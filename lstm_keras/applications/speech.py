@@ -8,6 +8,7 @@ from lstm_keras.applications.backbone import LSTMBackbone
 from lstm_keras.applications.preprocessing import ClipMeanNormalization
 from lstm_keras.applications.preprocessing import LogMelSpectrogram
 from lstm_keras.applications.preprocessing import WaveformAugmentation
+from lstm_keras.applications.presets import PRESETS
 from lstm_keras.applications.task import Classifier
 from lstm_keras.applications.task import batched_inputs
 from lstm_keras.applications.task import check_class_names
@@ -101,7 +102,9 @@ class SpeechClassifier(Classifier):
     """
 
     DEFAULT_OPTIONS = DEFAULT_OPTIONS
-    default_learning_rate = 2e-3
+    # `compile()`'s defaults are the training preset's (`presets.py`).
+    default_learning_rate = PRESETS["speech"].learning_rate
+    default_ema_fraction = PRESETS["speech"].ema_fraction
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ class Classifier(keras.Model):
         optimizer="auto",
         loss="auto",
         metrics="auto",
+        learning_rate=None,
         decay_steps=None,
         ema_momentum="auto",
         **kwargs,
@@ -69,6 +70,9 @@ class Classifier(keras.Model):
             loss: `"auto"` for sparse categorical cross-entropy on the
                 probabilities (integer labels), else any Keras loss.
             metrics: `"auto"` for `["accuracy"]`, else any Keras metrics.
+            learning_rate: The `"auto"` optimizer's (initial) rate; `None`
+                for `default_learning_rate` (the application's preset).
+                Defaults to `None`.
             decay_steps: `None` for a constant learning rate, or the number
                 of training steps (epochs times batches per epoch) over which
                 the `"auto"` optimizer's rate follows a cosine from
@@ -101,7 +105,8 @@ class Classifier(keras.Model):
                 f"{ema_momentum!r}."
             )
         if optimizer == "auto":
-            learning_rate = self.default_learning_rate
+            if learning_rate is None:
+                learning_rate = self.default_learning_rate
             if decay_steps is not None:
                 learning_rate = keras.optimizers.schedules.CosineDecay(
                     learning_rate, decay_steps, alpha=0.05
@@ -110,9 +115,14 @@ class Classifier(keras.Model):
             if ema_momentum is not None:
                 ema = {"use_ema": True, "ema_momentum": float(ema_momentum)}
             optimizer = LazyAdam(learning_rate, clipnorm=1.0, **ema)
-        elif decay_steps is not None or ema_momentum is not None:
+        elif (
+            decay_steps is not None
+            or ema_momentum is not None
+            or learning_rate is not None
+        ):
             raise ValueError(
-                "Arguments `decay_steps` and `ema_momentum` apply to "
+                "Arguments `learning_rate`, `decay_steps` and `ema_momentum` "
+                "apply to "
                 f"optimizer='auto' only; received optimizer={optimizer!r}."
             )
         if loss == "auto":

@@ -32,9 +32,9 @@ import keras_tuner
 
 from lstm_keras.applications import TASKS
 from lstm_keras.applications import pipelines
-from lstm_keras.applications import quality
 from lstm_keras.applications import reports
 from lstm_keras.applications import runner
+from lstm_keras.applications.presets import PRESETS
 from lstm_keras.tuning import report
 from lstm_keras.tuning import resume
 from lstm_keras.tuning.hypermodels import DROPOUT_OPTIONS
@@ -71,6 +71,8 @@ class TuneConfig:
         tfds_data_dir: TFDS data directory. Defaults to `None`.
         holdout_speaker: FSDD speaker used as the test set. Defaults to
             `None`.
+        validation_speaker: FSDD speaker used as the validation set.
+            Defaults to `None` (held-out recording indices).
         space: The `SearchSpace`. Defaults to `SearchSpace()`.
         fixed_options: Untuned model options (`embedding_dim`, ...).
             Defaults to `{}`.
@@ -94,6 +96,7 @@ class TuneConfig:
     max_train_examples: int | None = None
     tfds_data_dir: str | None = None
     holdout_speaker: str | None = None
+    validation_speaker: str | None = None
     space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
     fixed_options: dict = dataclasses.field(default_factory=dict)
     baseline: bool = True
@@ -151,6 +154,7 @@ class TuneConfig:
             max_train_examples=self.max_train_examples,
             tfds_data_dir=self.tfds_data_dir,
             holdout_speaker=self.holdout_speaker,
+            validation_speaker=self.validation_speaker,
         )
 
 
@@ -255,7 +259,7 @@ def make_hypermodel(config, splits, fixed_options=None, hypermodel_class=None):
     `hypermodel_class` defaults to `HYPERMODELS[config.app]`.
     """
     decay_steps = None
-    if quality.ANNEAL[config.app]:
+    if PRESETS[config.app].schedule == "cosine":
         steps = pipelines.steps_per_epoch(
             splits.num_examples["train"], config.batch_size
         )

@@ -1,0 +1,236 @@
+"""The quality runs of `make eval`: the training command, several seeds.
+
+Each run is `runner.train_and_evaluate` of a `TrainConfig` that names only
+the data, the seed and (for the held-out speaker) the speaker, so it trains
+exactly what `lstm-keras-train APP --data DIR` trains. `run_seeds` trains
+one run per seed, each in its own folder (a finished one is read back, a
+killed one resumes), and `summarize` gives the mean and spread of each
+figure. `sweep` trains variants of a run on one seed and measures how well
+validation accuracy ranks them as test accuracy does (Spearman's rho).
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from lstm_keras.applications import reports
+from lstm_keras.applications import runner
+
+# The quality runs: what `lstm-keras-train` is given, data relative to the
+# data root (`../shared/data` in this project).
+RUNS = {
+    "sst2": {"app": "sentiment", "data": "sst2"},
+    "fsdd": {"app": "speech", "data": "fsdd/recordings"},
+    "fsdd_holdout": {
+        "app": "speech",
+        "data": "fsdd/recordings",
+        "holdout_speaker": "george",
+    },
+    "imdb_head": {"app": "sentiment", "data": "imdb_head"},
+}
+FIGURES = ("validation_accuracy", "test_accuracy", "training_seconds")
+
+
+def run_config(name, data_root, seed, **overrides):
+    """The `TrainConfig` of quality run `name` for `seed`."""
+    if name not in RUNS:
+        raise ValueError(
+            f"Received an invalid value for argument name, expected one of "
+            f"{sorted(RUNS)}, got {name!r}."
+        )
+    settings = {**RUNS[name], **overrides}
+    settings["data"] = os.path.join(data_root, settings["data"])
+    return runner.TrainConfig(seed=seed, **settings)
+
+
+def train_once(config, run_dir):
+    """`metrics.json` of a finished run in `run_dir`, else trains it."""
+    path = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return runner.train_and_evaluate(config, run_dir)
+
+
+def run_seeds(name, data_root, out, seeds, **overrides):
+    """Trains quality run `name` once per seed, in `out/name/seed<k>/`.
+
+    Returns:
+        The runs' `metrics.json` dicts, in the order of `seeds`.
+    """
+    results = []
+    for seed in seeds:
+        print(f"== {name}, seed {seed} ==", flush=True)
+        config = run_config(name, data_root, seed, **overrides)
+        results.append(
+            train_once(config, os.path.join(out, name, f"seed{seed}"))
+        )
+    return results
+
+
+def summarize(name, results):
+    """Mean, sample standard deviation and values of each figure."""
+    summary = {
+        "run": name,
+        "seeds": [r["config"]["seed"] for r in results],
+        "config": _shared_config(results),
+        "num_examples": results[0]["num_examples"],
+        "validation_scheme": results[0].get("validation_scheme"),
+    }
+    for figure in FIGURES:
+        values = [float(r[figure]) for r in results]
+        summary[figure] = {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "values": values,
+        }
+    if "max_length" in results[0]:
+        summary["max_length"] = [r["max_length"] for r in results]
+    return summary
+
+
+def _shared_config(results):
+    config = dict(results[0]["config"])
+    config.pop("seed", None)
+    return config
+
+
+def format_table(summaries):
+    """The summaries as a fixed-width table (mean ± std over seeds)."""
+    lines = [
+        f"{'run':<14} {'seeds':>5} {'validation acc':>16} {'test acc':>16} "
+        f"{'train (s)':>10}"
+    ]
+    for s in summaries:
+        val, test, secs = (s[f] for f in FIGURES)
+        lines.append(
+            f"{s['run']:<14} {len(s['seeds']):>5} "
+            f"{val['mean']:>9.4f} ± {val['std']:.4f} "
+            f"{test['mean']:>9.4f} ± {test['std']:.4f} "
+            f"{secs['mean']:>10.0f}"
+        )
+    return "\n".join(lines)
+
+
+def plot_summaries(summaries, path):
+    """Validation and test accuracy of every seed of every run, as a PNG."""
+    from lstm_keras.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=120)
+    for i, s in enumerate(summaries):
+        for offset, figure, color in (
+            (-0.12, "validation_accuracy", "tab:blue"),
+            (0.12, "test_accuracy", "tab:orange"),
+        ):
+            values = s[figure]["values"]
+            ax.scatter([i + offset] * len(values), values, color=color, s=18)
+            ax.errorbar(
+                i + offset,
+                s[figure]["mean"],
+                yerr=s[figure]["std"],
+                color=color,
+                capsize=4,
+                marker="_",
+                markersize=14,
+                label=figure.replace("_", " ") if i == 0 else None,
+            )
+    ax.set_xticks(range(len(summaries)), [s["run"] for s in summaries])
+    ax.set_ylabel("accuracy")
+    ax.set_title("Quality runs: each seed, mean ± std")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ sweep
+
+
+def spearman(a, b):
+    """Spearman's rank correlation of two equal-length sequences (ties get
+    their average rank)."""
+    ranks = [_average_ranks(np.asarray(x, float)) for x in (a, b)]
+    if len(ranks[0]) != len(ranks[1]) or len(ranks[0]) < 2:
+        raise ValueError("Spearman's rho needs two sequences of >= 2 values.")
+    return float(np.corrcoef(ranks[0], ranks[1])[0, 1])
+
+
+def _average_ranks(values):
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def sweep(name, variants, data_root, out, seed=0, **overrides):
+    """Trains each variant of run `name` and ranks validation against test.
+
+    Args:
+        name: A key of `RUNS`.
+        variants: Dict of variant name to `TrainConfig` overrides
+            (`model_options` merged into the run's).
+        data_root: The folder the runs' data paths are relative to.
+        out: Output folder; variant `v` trains in `out/name/v/`.
+        seed: The seed of every variant. Defaults to 0.
+        **overrides: `TrainConfig` settings shared by every variant.
+
+    Returns:
+        `{"run", "seed", "variants": [{"variant", "overrides",
+        "validation_accuracy", "test_accuracy", "training_seconds"}],
+        "spearman"}`.
+    """
+    rows = []
+    for variant, settings in variants.items():
+        print(f"== {name}, variant {variant} ==", flush=True)
+        merged = {**overrides, **settings}
+        merged["model_options"] = {
+            **overrides.get("model_options", {}),
+            **settings.get("model_options", {}),
+        }
+        config = run_config(name, data_root, seed, **merged)
+        metrics = train_once(config, os.path.join(out, name, variant))
+        rows.append(
+            {
+                "variant": variant,
+                "overrides": settings,
+                **{f: metrics[f] for f in FIGURES},
+                "config": dataclasses.asdict(config),
+            }
+        )
+    rho = spearman(
+        [r["validation_accuracy"] for r in rows],
+        [r["test_accuracy"] for r in rows],
+    )
+    result = {"run": name, "seed": seed, "variants": rows, "spearman": rho}
+    reports.write_json(result, os.path.join(out, name, "sweep.json"))
+    plot_sweep(result, os.path.join(out, name, "sweep.png"))
+    return result
+
+
+def plot_sweep(result, path):
+    """Test against validation accuracy of the sweep's variants, as a PNG."""
+    from lstm_keras.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
+    for row in result["variants"]:
+        x, y = row["validation_accuracy"], row["test_accuracy"]
+        ax.scatter([x], [y], color="tab:blue")
+        ax.annotate(row["variant"], (x, y), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("validation accuracy")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(
+        f"{result['run']}: variants, Spearman rho = {result['spearman']:.2f}"
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
