@@ -452,6 +452,18 @@ def test_build_failure_warns_once_and_falls_back(
         build.load_kernels.cache_clear()
 
 
+def test_build_keeps_only_the_flags_the_compiler_accepts():
+    # A compiler that rejects a flag must not fail the whole build for it.
+    compiler = tuple(os.environ.get("CXX", "g++").split())
+    flags = ("-O2", "-mdefinitely-not-an-option")
+    assert build.accepted_flags(compiler, flags) == ("-O2",)
+    assert build.accepted_flags(("no-such-compiler",), flags) == ()
+    command = build.compile_command("out.so")
+    assert set(build.accepted_flags(compiler, build.OPTIONAL_FLAGS)) <= set(
+        command
+    )
+
+
 def test_build_reuses_the_cached_library(kernels):
     path = build.library_path()
     before = build.build()

@@ -31,6 +31,12 @@ import warnings
 
 SOURCE = os.path.join(os.path.dirname(__file__), "lstm_kernels.cc")
 OPTIMIZATION_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
+# On CPUs with AVX512-FP16 (Sapphire Rapids and later), `-march=native`
+# turns on Eigen's half-precision packet math, and the copy of Eigen in
+# TensorFlow 2.21's headers does not compile there with GCC 12
+# (`PacketMathFP16.h`: `predux_half_dowto4`). The ops use no half-precision
+# arithmetic, so the extension is turned off where the compiler knows it.
+OPTIONAL_FLAGS = ("-mno-avx512fp16",)
 
 
 class BuildError(RuntimeError):
@@ -56,12 +62,31 @@ def compile_command(output_path):
     return [
         *compiler,
         *OPTIMIZATION_FLAGS,
+        *accepted_flags(tuple(compiler), OPTIONAL_FLAGS),
         SOURCE,
         "-o",
         output_path,
         *tf.sysconfig.get_compile_flags(),
         *tf.sysconfig.get_link_flags(),
     ]
+
+
+@functools.cache
+def accepted_flags(compiler, flags):
+    """The `flags` that `compiler` accepts (each tried on an empty file)."""
+    accepted = []
+    for flag in flags:
+        try:
+            result = subprocess.run(
+                [*compiler, flag, "-x", "c++", "-E", os.devnull],
+                capture_output=True,
+                check=False,
+            )
+        except OSError:
+            return ()
+        if result.returncode == 0:
+            accepted.append(flag)
+    return tuple(accepted)
 
 
 def cpu_features():
