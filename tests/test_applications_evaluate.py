@@ -101,3 +101,20 @@ def test_summaries_plot_to_a_png(tmp_path):
     evaluation.plot_summaries([evaluation.summarize("fsdd", results)], path)
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_command_names_its_variants(capsys):
+    from training import sweep
+
+    args = sweep.parse_args(["fsdd", "--variants", "preset", "units_64"])
+    assert args.variants == ["preset", "units_64"]
+    with pytest.raises(SystemExit) as info:
+        sweep.parse_args(["fsdd", "--variants", "units_9000"])
+    assert info.value.code == 2
+    assert "units_9000" in capsys.readouterr().err
+    # Every variant is a preset plus settings TrainConfig takes.
+    for name, variants in evaluation.SWEEPS.items():
+        assert variants["preset"] == {}
+        for settings in variants.values():
+            config = evaluation.run_config(name, "/data", 0, **settings)
+            assert config.app == evaluation.RUNS[name]["app"]

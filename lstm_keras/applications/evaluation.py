@@ -31,6 +31,30 @@ RUNS = {
     "imdb_head": {"app": "sentiment", "data": "imdb_head"},
 }
 FIGURES = ("validation_accuracy", "test_accuracy", "training_seconds")
+# The variants `python -m training.sweep RUN` trains: the preset and one
+# change each, the choices the preset's values were picked from.
+SWEEPS = {
+    "sst2": {
+        "preset": {},
+        "epochs_1": {"epochs": 1},
+        "epochs_3": {"epochs": 3},
+        "no_weight_average": {"ema_fraction": None},
+        "learning_rate_1e-3": {"learning_rate": 1e-3},
+        "pooling_last": {"model_options": {"pooling": "last"}},
+        "no_subwords": {"model_options": {"subword_buckets": 0}},
+        "units_128": {"model_options": {"units": 128}},
+    },
+    "fsdd": {
+        "preset": {},
+        "units_64": {"model_options": {"units": 64}},
+        "weight_average": {"ema_fraction": 0.25},
+        "cosine": {"schedule": "cosine"},
+        "no_augmentation": {"model_options": {"augment": False}},
+        "batch_64": {"batch_size": 64},
+        "head_dropout_0.5": {"model_options": {"head_dropout": 0.5}},
+        "clip_normalization": {"model_options": {"clip_normalization": True}},
+    },
+}
 
 
 def run_config(name, data_root, seed, **overrides):
