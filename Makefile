@@ -13,8 +13,8 @@ CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_g
 	tests/test_dispatch.py tests/test_docs.py tests/test_variants.py tests/test_diagnostics.py \
 	tests/test_cudnn.py
 
-.PHONY: demo demo-adding export tune test test-tensorflow test-jax test-torch eval bench bench-quick \
-	ops lint gradcheck clean
+.PHONY: demo demo-adding export tune test test-tensorflow test-jax test-torch eval sweep bench \
+	bench-quick ops lint gradcheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -65,13 +65,19 @@ test-jax: $(VENV)/.installed-test
 test-torch: $(VENV)/.installed-test
 	KERAS_BACKEND=torch $(PYTEST) -m "not tensorflow_only" $(CORE_TESTS)
 
-## eval: the long quality runs: SST-2 and FSDD accuracy, held-out speaker, long-range table, gradient flow, the SST-2 tuning search
+## eval: the long quality runs (lstm-keras-train's defaults, 3 seeds: SST-2, FSDD, a held-out speaker, IMDB reviews), long-range table, gradient flow, the SST-2 tuning search
 eval: $(VENV)/.installed-test
 	-$(PY) -m lstm_keras.backends.tensorflow
 	$(PY) -m training.evaluate --out runs/eval
 	$(PY) -m training.long_range_table --out runs/long_range
 	$(PY) -m training.gradflow --out runs/gradflow
 	$(MAKE) tune
+
+## sweep: the SST-2 and FSDD presets against one-change variants; how validation ranks them against test
+sweep: $(VENV)/.installed-test
+	-$(PY) -m lstm_keras.backends.tensorflow
+	$(PY) -m training.sweep sst2 --out runs/sweep
+	$(PY) -m training.sweep fsdd --out runs/sweep
 
 ## tune: KerasTuner search on SST-2 against an untuned baseline (~20 min on 2 cores)
 tune: $(VENV)/.installed-test
@@ -83,6 +89,7 @@ tune: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) -m lstm_keras.backends.tensorflow
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/sparse_step.py
 
 ## bench-quick: one short round of the benchmark, a smoke test (~5 min)
 bench-quick: $(VENV)/.installed-test
