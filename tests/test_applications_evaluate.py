@@ -118,3 +118,32 @@ def test_sweep_command_names_its_variants(capsys):
         for settings in variants.values():
             config = evaluation.run_config(name, "/data", 0, **settings)
             assert config.app == evaluation.RUNS[name]["app"]
+
+
+def test_bag_of_words_baseline_chooses_its_penalty_on_validation():
+    import tensorflow as tf
+
+    from lstm_keras.applications import baselines
+    from lstm_keras.datasets.loading import Splits
+
+    good, bad = "a fine warm film", "a dull cold mess"
+
+    def examples(n):
+        texts = [good if i % 2 else bad for i in range(n)]
+        labels = np.arange(n, dtype=np.int64) % 2
+        return tf.data.Dataset.from_tensor_slices((texts, labels))
+
+    # The test texts carry a word training never saw: it must not matter.
+    test = tf.data.Dataset.from_tensor_slices(
+        ([good + " unseen", bad + " unseen"], np.array([1, 0], np.int64))
+    )
+    splits = Splits(
+        train=examples(40), validation=examples(10), test=test,
+        class_names=["negative", "positive"], sample_rate=None,
+        layout="class_folders", source="x",
+        num_examples={"train": 40, "validation": 10, "test": 2},
+    )  # fmt: skip
+    result = baselines.bag_of_words(splits)
+    assert result["l2"] in baselines.L2_GRID
+    assert result["validation_accuracy"] == max(result["validation"].values())
+    assert result["test_accuracy"] == 1.0

@@ -6,7 +6,8 @@ test), speech on FSDD (recordings 0-4 as test), speech on a held-out speaker
 (george: trained without them, tested on all their clips) and sentiment on
 the IMDB reviews of `imdb_head/` (class folders, a seeded test split).
 Prints mean ± std over the seeds of validation and test accuracy and of
-training time; writes `results.json` and `accuracy.png` under `--out`, and
+training time, and for the IMDB reviews a bag-of-words logistic regression
+beside them; writes `results.json` and `accuracy.png` under `--out`, and
 each run's own outputs under `--out/RUN/seed<k>/` (a finished run is read
 back, a killed one resumes).
 
@@ -79,12 +80,26 @@ def main(argv=None):
             results = evaluation.run_seeds(
                 name, args.data, args.out, args.seeds, verbose=2
             )
-            summaries.append(evaluation.summarize(name, results))
+            summary = evaluation.summarize(name, results)
+            if name in evaluation.BASELINE_RUNS:
+                summary["bag_of_words"] = evaluation.bag_of_words_baseline(
+                    name, args.data, args.out
+                )
+            summaries.append(summary)
     except (ValueError, OSError) as error:
         message = " ".join(str(error).split())
         print(f"training.evaluate: error: {message}", file=sys.stderr)
         return 2
     print(evaluation.format_table(summaries))
+    for summary in summaries:
+        if "bag_of_words" in summary:
+            baseline = summary["bag_of_words"]
+            print(
+                f"{summary['run']}: bag-of-words logistic regression (L2 "
+                f"{baseline['l2']:g}, chosen on validation): validation "
+                f"{baseline['validation_accuracy']:.4f}, test "
+                f"{baseline['test_accuracy']:.4f}"
+            )
     reports.write_json(summaries, os.path.join(args.out, "results.json"))
     evaluation.plot_summaries(summaries, os.path.join(args.out, "accuracy.png"))
     print(f"wrote {args.out}/results.json and accuracy.png")

@@ -30,6 +30,8 @@ RUNS = {
     },
     "imdb_head": {"app": "sentiment", "data": "imdb_head"},
 }
+# Runs that also report the bag-of-words logistic regression beside them.
+BASELINE_RUNS = ("imdb_head",)
 FIGURES = ("validation_accuracy", "test_accuracy", "training_seconds")
 # The variants `python -m training.sweep RUN` trains: the preset and one
 # change each, the choices the preset's values were picked from.
@@ -92,6 +94,22 @@ def run_seeds(name, data_root, out, seeds, **overrides):
             train_once(config, os.path.join(out, name, f"seed{seed}"))
         )
     return results
+
+
+def bag_of_words_baseline(name, data_root, out, seed=0):
+    """The bag-of-words baseline on run `name`'s splits, cached in
+    `out/name/bag_of_words.json` (see `baselines.bag_of_words`)."""
+    from lstm_keras.applications import baselines
+
+    path = os.path.join(out, name, "bag_of_words.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    splits = runner.load_splits(run_config(name, data_root, seed))
+    result = {"seed": seed, **baselines.bag_of_words(splits, seed=seed)}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    reports.write_json(result, path)
+    return result
 
 
 def summarize(name, results):
