@@ -174,11 +174,13 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
         )
         if self.adapt_data is not None:
             model.adapt(self.adapt_data)
-        # `compile()`'s "auto" optimizer reads the rate from here.
-        model.default_learning_rate = learning_rate
         # No weight average: trials are scored, checkpointed and compared
         # on each epoch's trained weights.
-        model.compile(decay_steps=self.decay_steps, ema_momentum=None)
+        model.compile(
+            learning_rate=learning_rate,
+            decay_steps=self.decay_steps,
+            ema_momentum=None,
+        )
         return model
 
     # -------------------------------------------------------------- fit
