@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import wave
 
 import keras
@@ -171,23 +172,32 @@ def test_only_given_model_options_reach_the_model():
 def test_unset_recipe_fields_take_the_preset():
     for app, preset in presets.PRESETS.items():
         config = runner.TrainConfig(app=app, data="sample")
-        for field in ("epochs", "batch_size", "learning_rate", "schedule"):
+        for field in ("batch_size", "learning_rate", "schedule"):
             assert getattr(config, field) == getattr(preset, field)
+        assert config.epochs is None  # decided with the data, below
         assert config.ema_fraction == preset.ema_fraction
         assert config.patience == (preset.patience or 0)
     config = runner.TrainConfig(
         app="sentiment", data="sample", epochs=5, ema_fraction=None
     )
     assert config.epochs == 5 and config.ema_fraction is None
+    # Epochs from the data: the preset's, or enough for its minimum steps.
+    preset = presets.PRESETS["sentiment"]
+    splits = types.SimpleNamespace(num_examples={"train": 64 * 930})
+    resolved = runner.with_data(runner.TrainConfig("sentiment", "x"), splits)
+    assert resolved.epochs == preset.epochs
+    splits.num_examples["train"] = 64 * 32  # 32 steps an epoch
+    resolved = runner.with_data(runner.TrainConfig("sentiment", "x"), splits)
+    assert resolved.epochs == math.ceil(preset.min_steps / 32)
+    assert runner.with_data(config, splits).epochs == 5  # given: kept
     # compile(): the preset's rate, annealed over every step, and the
     # moving average's time constant a fraction of them.
-    options = runner.compile_options(runner.TrainConfig("sentiment", "x"), 100)
-    preset = presets.PRESETS["sentiment"]
+    options = runner.compile_options(runner.TrainConfig("sentiment", "x"), 1000)
     assert options == {
         "learning_rate": preset.learning_rate,
-        "decay_steps": preset.epochs * 100,
+        "decay_steps": preset.epochs * 1000,
         "ema_momentum": pytest.approx(
-            1 - 1 / (preset.ema_fraction * preset.epochs * 100)
+            1 - 1 / (preset.ema_fraction * preset.epochs * 1000)
         ),
     }
 
@@ -203,6 +213,7 @@ def test_print_config_shows_the_resolved_preset(capsys):
     assert train.main(["sentiment", "--print-config"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert "percentile" in shown["model_options"]["max_length"]
+    assert "steps" in shown["epochs"]
     assert shown["ema_fraction"] == presets.PRESETS["sentiment"].ema_fraction
 
 

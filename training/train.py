@@ -212,6 +212,12 @@ def resolved_config(config):
             f"percentile token count, at most {preset.max_length_cap}"
         )
     shown["model_options"] = options
+    if config.epochs is None:
+        shown["epochs"] = preset.epochs
+        if preset.min_steps:
+            shown["epochs"] = (
+                f"{preset.epochs}, or more to make {preset.min_steps} steps"
+            )
     return shown
 
 

@@ -22,7 +22,8 @@ class Preset:
     """How an application trains by default.
 
     Attributes:
-        epochs: Most training epochs.
+        epochs: Most training epochs, unless that is fewer than `min_steps`
+            steps (small datasets): then as many as make `min_steps`.
         batch_size: Examples per step.
         learning_rate: Adam's (initial) learning rate.
         schedule: `"cosine"`, annealed over the whole run down to 5% of the
@@ -39,6 +40,7 @@ class Preset:
             model keeps this percentile of the training texts' token counts
             (rounded up to a multiple of 8) ...
         max_length_cap: ... but at most this many tokens.
+        min_steps: See `epochs`; `None` for no minimum.
     """
 
     epochs: int
@@ -50,6 +52,7 @@ class Preset:
     patience: int | None
     length_percentile: float | None = None
     max_length_cap: int | None = None
+    min_steps: int | None = None
 
 
 PRESETS = {
@@ -63,6 +66,9 @@ PRESETS = {
         patience=None,
         length_percentile=99.9,
         max_length_cap=512,
+        # SST-2 makes 930 steps an epoch; 2,000 movie reviews make 32, too
+        # few to learn from in two epochs.
+        min_steps=256,
     ),
     "speech": Preset(
         epochs=40,
@@ -74,6 +80,21 @@ PRESETS = {
         patience=8,
     ),
 }
+
+
+def epochs_for(preset, steps_per_epoch):
+    """The preset's epochs for an epoch of `steps_per_epoch` steps.
+
+    Example:
+
+    >>> epochs_for(PRESETS["sentiment"], steps_per_epoch=930)
+    2
+    >>> epochs_for(PRESETS["sentiment"], steps_per_epoch=32)
+    8
+    """
+    if preset.min_steps is None:
+        return preset.epochs
+    return max(preset.epochs, math.ceil(preset.min_steps / steps_per_epoch))
 
 
 def ema_momentum(ema_fraction, total_steps):

@@ -58,7 +58,9 @@ class TrainConfig:
         app: `"sentiment"` or `"speech"`.
         data: The source: a TFDS name, `"sample"` or a local directory (see
             `lstm_keras.datasets.load_dataset`).
-        epochs: Most training epochs. Defaults to the preset's.
+        epochs: Most training epochs. Defaults to the preset's
+            (`presets.epochs_for`: more for a small training set), resolved
+            by `with_data` once the data is loaded.
         batch_size: Examples per step, across all replicas. Defaults to the
             preset's.
         learning_rate: Adam's initial learning rate. Defaults to the
@@ -117,7 +119,7 @@ class TrainConfig:
         _check_choice("app", self.app, APPS)
         _check_choice("strategy", self.strategy, STRATEGIES)
         preset = presets.PRESETS[self.app]
-        for field in ("epochs", "batch_size", "learning_rate", "schedule"):
+        for field in ("batch_size", "learning_rate", "schedule"):
             if getattr(self, field) is None:
                 setattr(self, field, getattr(preset, field))
         if self.monitor is None:
@@ -126,8 +128,9 @@ class TrainConfig:
             self.patience = preset.patience or 0
         if self.ema_fraction == "preset":
             self.ema_fraction = preset.ema_fraction
-        for name in ("epochs", "batch_size"):
-            _check_positive_int(name, getattr(self, name))
+        if self.epochs is not None:
+            _check_positive_int("epochs", self.epochs)
+        _check_positive_int("batch_size", self.batch_size)
         if not isinstance(self.patience, int) or self.patience < 0:
             raise ValueError(
                 "Received an invalid value for argument patience, expected "
@@ -154,6 +157,17 @@ class TrainConfig:
                 f"expected a number in (0, 1] or None, got "
                 f"{self.ema_fraction!r}."
             )
+
+
+def with_data(config, splits):
+    """`config` with the settings the data decides (its `epochs`)."""
+    if config.epochs is not None:
+        return config
+    steps = pipelines.steps_per_epoch(
+        splits.num_examples["train"], config.batch_size
+    )
+    epochs = presets.epochs_for(presets.PRESETS[config.app], steps)
+    return dataclasses.replace(config, epochs=epochs)
 
 
 def _check_choice(name, value, choices):
@@ -294,6 +308,7 @@ def build_model(config, splits, model_builder=None, options=None):
         model_builder = build_classifier
     if options is None:
         options = model_options(config, splits)
+    config = with_data(config, splits)
     model = model_builder(
         config.app,
         class_names=splits.class_names,
@@ -310,7 +325,10 @@ def build_model(config, splits, model_builder=None, options=None):
 
 def compile_options(config, steps_per_epoch):
     """`Classifier.compile` arguments of `config`'s recipe."""
-    total_steps = config.epochs * steps_per_epoch
+    epochs = config.epochs or presets.epochs_for(
+        presets.PRESETS[config.app], steps_per_epoch
+    )
+    total_steps = epochs * steps_per_epoch
     return {
         "learning_rate": config.learning_rate,
         "decay_steps": total_steps if config.schedule == "cosine" else None,
@@ -652,6 +670,7 @@ def _train_and_evaluate(config, run_dir, model_builder):
     os.makedirs(out_dir, exist_ok=True)
 
     splits = load_splits(config)
+    config = with_data(config, splits)
     modality = MODALITY[config.app]
     n_train = splits.num_examples["train"]
     first_epoch = start_epoch(out_dir)
