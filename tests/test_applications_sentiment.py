@@ -463,6 +463,31 @@ def test_max_pooling_backbone_pools_real_steps_only(bidirectional, num_layers):
         SentimentClassifier(pooling="mean")
 
 
+def test_control_characters_are_spaces_and_the_model_still_loads(tmp_path):
+    # Movie reviews hold C1 controls (U+0085, U+0096) and line separators;
+    # as parts of tokens they broke the saved vocabulary, read back with
+    # `splitlines`, so the .keras file did not load.
+    texts = [
+        "great\x85film", "a\u2028dull\x96mess", "tab\tand\x1cfile", "ok",
+    ]  # fmt: skip
+    model = SentimentClassifier(units=4, embedding_dim=4, subword_buckets=0)
+    model.adapt(texts)
+    vocabulary = model.vocabulary()
+    for word in ("great", "film", "dull", "mess", "file"):
+        assert word in vocabulary
+    assert not any(
+        len(token.splitlines()) > 1 or "\x96" in token for token in vocabulary
+    )
+    model.compile()
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.vocabulary() == vocabulary
+    np.testing.assert_allclose(
+        predict(loaded, texts), predict(model, texts), atol=1e-6
+    )
+
+
 def test_config_saved_before_pooling_and_subwords_loads_as_it_was():
     # A `.keras` file written before `pooling` and `subword_buckets` existed
     # holds neither; it must rebuild the architecture it was saved with.

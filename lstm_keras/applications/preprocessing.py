@@ -23,7 +23,12 @@ class TextStandardization(keras.layers.Layer):
 
     Invalid UTF-8 byte sequences become U+FFFD (the replacement character),
     so any bytes give a defined token sequence instead of an error in the
-    middle of `predict`.
+    middle of `predict`. Control characters (U+0000-U+001F, U+007F-U+009F)
+    and the Unicode line and paragraph separators become spaces: they are
+    no part of a word, and a token holding one would break the saved model,
+    whose vocabulary file is read back line by line with Python's
+    `splitlines` (which also breaks at U+001C-U+001E, U+0085, U+2028 and
+    U+2029).
 
     Args:
         lowercase: Boolean, lowercase the text (Unicode-aware). Defaults to
@@ -51,6 +56,9 @@ class TextStandardization(keras.layers.Layer):
             output_encoding="UTF-8",
             errors="replace",
             replacement_char=0xFFFD,
+        )
+        text = tf.strings.regex_replace(
+            text, r"[\x00-\x1f\x7f-\x9f\x{2028}\x{2029}]", " "
         )
         if self.lowercase:
             text = tf.strings.lower(text, encoding="utf-8")
