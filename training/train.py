@@ -128,6 +128,18 @@ def parse_args(argv=None):
         help="bidirectional LSTMs",
     )
     group.add_argument(
+        "--clip-normalization",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="speech: subtract each clip's mean log-mel frame",
+    )
+    group.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="speech: augment the waveforms while training",
+    )
+    group.add_argument(
         "--lstm-options",
         type=json.loads,
         default=None,
@@ -170,7 +182,7 @@ def config_from_args(args):
     from lstm_keras.applications.runner import TrainConfig
 
     names = [name for name, _, _ in MODEL_OPTIONS]
-    names += ["bidirectional", "lstm_options"]
+    names += ["bidirectional", "clip_normalization", "augment", "lstm_options"]
     options = {
         n: getattr(args, n) for n in names if getattr(args, n) is not None
     }

@@ -13,7 +13,9 @@ from lstm_keras.applications.task import Classifier
 from lstm_keras.applications.task import batched_inputs
 from lstm_keras.applications.task import check_class_names
 
-# The settings the FSDD quality target is met with (README, "Applications").
+# The settings chosen on FSDD's validation splits (`make sweep`,
+# docs/training.md): the mean of held-out recordings of the training
+# speakers and of a held-out speaker.
 DEFAULT_OPTIONS = {
     "frame_length": 256,
     "frame_step": 128,
@@ -21,7 +23,10 @@ DEFAULT_OPTIONS = {
     "num_mel_bins": 40,
     "lower_hertz": 20.0,
     "upper_hertz": None,
-    "clip_normalization": False,
+    # A new speaker's voice shifts every log-mel frame alike; subtracting
+    # the clip's mean frame took a held-out speaker's validation accuracy
+    # from 0.81 to 0.94 (0.99 to 0.96 on the training speakers' clips).
+    "clip_normalization": True,
     "units": 128,
     "num_layers": 1,
     "bidirectional": True,
@@ -65,7 +70,7 @@ class SpeechClassifier(Classifier):
             `DEFAULT_OPTIONS` (256, 128, `None`, 40, 20.0, `None`).
         clip_normalization: Boolean, subtract each clip's mean log-mel
             frame (`ClipMeanNormalization`) after the dataset normalization.
-            Defaults to `False`.
+            Defaults to `True`.
         units: Positive integer, LSTM units (per direction). Defaults to
             `128`.
         num_layers: Positive integer, stacked LSTMs. Defaults to `1`.
