@@ -78,6 +78,7 @@ sweep: $(VENV)/.installed-test
 	-$(PY) -m lstm_keras.backends.tensorflow
 	$(PY) -m training.sweep sst2 --out runs/sweep
 	$(PY) -m training.sweep fsdd --out runs/sweep
+	$(PY) -m training.sweep fsdd_speaker_validation --out runs/sweep
 
 ## tune: KerasTuner search on SST-2 against an untuned baseline (~20 min on 2 cores)
 tune: $(VENV)/.installed-test

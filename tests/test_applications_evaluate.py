@@ -147,3 +147,23 @@ def test_bag_of_words_baseline_chooses_its_penalty_on_validation():
     assert result["l2"] in baselines.L2_GRID
     assert result["validation_accuracy"] == max(result["validation"].values())
     assert result["test_accuracy"] == 1.0
+
+
+def test_joint_validation_averages_the_sweeps(tmp_path):
+    names = ("fsdd", "fsdd_speaker_validation")
+    assert evaluation.joint_validation(str(tmp_path), names) is None
+    for name, scores in zip(
+        names, ({"a": 0.9, "b": 1.0}, {"a": 0.8, "b": 0.6}), strict=True
+    ):
+        (tmp_path / name).mkdir()
+        rows = [
+            {"variant": v, "validation_accuracy": x} for v, x in scores.items()
+        ]
+        (tmp_path / name / "sweep.json").write_text(
+            json.dumps({"variants": rows})
+        )
+    joint = evaluation.joint_validation(str(tmp_path), names)
+    assert [v for v, _ in joint] == ["a", "b"]
+    assert joint[0][1] == pytest.approx(0.85) and joint[1][1] == pytest.approx(
+        0.8
+    )

@@ -319,6 +319,9 @@ def test_sentiment_run_writes_consistent_outputs(tmp_path, data_dirs):
     }
     assert metrics["validation_scheme"] == "sst2 sentences"
     assert metrics["max_length"] == 12  # given: not chosen from the data
+    # Every model option is recorded, the defaults as well as the given.
+    assert metrics["model_options"]["units"] == 4
+    assert metrics["model_options"]["pooling"] == "max"
     assert [r["epoch"] for r in metrics["history"]] == [0, 1]
     assert metrics["training_seconds"] > 0
     # The test numbers, recomputed from the saved model and the dev rows.

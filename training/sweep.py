@@ -86,6 +86,16 @@ def main(argv=None):
             f"  {row['training_seconds']:>6.0f} s"
         )
     print(f"Spearman rho (validation vs test): {result['spearman']:.3f}")
+    for names in evaluation.JOINT_SWEEPS:
+        joint = (
+            evaluation.joint_validation(args.out, names)
+            if args.run in names
+            else None
+        )
+        if joint:
+            print(f"mean validation accuracy over {' and '.join(names)}:")
+            for variant, mean in joint:
+                print(f"  {variant:<22} {mean:.4f}")
     print(f"wrote {os.path.join(args.out, args.run)}/sweep.json and sweep.png")
     return 0
 

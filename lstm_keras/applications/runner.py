@@ -40,6 +40,7 @@ import tensorflow as tf
 from lstm_keras.applications import pipelines
 from lstm_keras.applications import presets
 from lstm_keras.applications import reports
+from lstm_keras.applications import task
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 APPS = ("sentiment", "speech")
@@ -743,7 +744,8 @@ def _train_and_evaluate(config, run_dir, model_builder):
         "validation_scheme": getattr(splits, "validation_scheme", None),
         "split_notes": getattr(splits, "split_notes", None),
         "config": dataclasses.asdict(config),
-        "model_options": dict(options),
+        # Every option the model was built with, its defaults included.
+        "model_options": _all_options(model, options),
         **results,
         "best_epoch": best["epoch"] if best else None,
         "validation_accuracy": best["val_accuracy"] if best else None,
@@ -760,6 +762,15 @@ def _train_and_evaluate(config, run_dir, model_builder):
     if not is_chief:
         shutil.rmtree(out_dir, ignore_errors=True)
     return metrics
+
+
+def _all_options(model, options):
+    if isinstance(model, task.Classifier):
+        config = model.get_config()
+        return {
+            k: v for k, v in config.items() if k not in ("name", "trainable")
+        }
+    return dict(options)
 
 
 def write_outputs(model, metrics, out_dir):
