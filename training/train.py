@@ -54,6 +54,14 @@ MODEL_OPTIONS = [
 ]
 
 
+# On/off backbone options (--x / --no-x); unset ones keep the default.
+BOOLEAN_OPTIONS = [
+    ("bidirectional", "bidirectional LSTMs"),
+    ("clip_normalization", "speech: subtract each clip's mean log-mel frame"),
+    ("augment", "speech: augment the waveforms while training"),
+]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="lstm-keras-train",
@@ -121,24 +129,13 @@ def parse_args(argv=None):
         group.add_argument(
             "--" + name.replace("_", "-"), type=kind, default=None, help=text
         )
-    group.add_argument(
-        "--bidirectional",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bidirectional LSTMs",
-    )
-    group.add_argument(
-        "--clip-normalization",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="speech: subtract each clip's mean log-mel frame",
-    )
-    group.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="speech: augment the waveforms while training",
-    )
+    for name, text in BOOLEAN_OPTIONS:
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=text,
+        )
     group.add_argument(
         "--lstm-options",
         type=json.loads,
@@ -182,7 +179,7 @@ def config_from_args(args):
     from lstm_keras.applications.runner import TrainConfig
 
     names = [name for name, _, _ in MODEL_OPTIONS]
-    names += ["bidirectional", "clip_normalization", "augment", "lstm_options"]
+    names += [name for name, _ in BOOLEAN_OPTIONS] + ["lstm_options"]
     options = {
         n: getattr(args, n) for n in names if getattr(args, n) is not None
     }
