@@ -56,7 +56,7 @@ SPEECH_VARIANTS = {
 SWEEPS = {
     "sst2": {
         "preset": {},
-        "epochs_1": {"epochs": 1},
+        "epochs_2": {"epochs": 2},
         "epochs_3": {"epochs": 3},
         "no_weight_average": {"ema_fraction": None},
         "learning_rate_1e-3": {"learning_rate": 1e-3},

@@ -57,7 +57,7 @@ class Preset:
 
 PRESETS = {
     "sentiment": Preset(
-        epochs=2,
+        epochs=1,
         batch_size=64,
         learning_rate=3e-3,
         schedule="cosine",
@@ -67,7 +67,7 @@ PRESETS = {
         length_percentile=99.9,
         max_length_cap=512,
         # SST-2 makes 930 steps an epoch; 2,000 movie reviews make 32, too
-        # few to learn from in two epochs.
+        # few to learn from in one or two epochs.
         min_steps=256,
     ),
     "speech": Preset(
@@ -88,7 +88,7 @@ def epochs_for(preset, steps_per_epoch):
     Example:
 
     >>> epochs_for(PRESETS["sentiment"], steps_per_epoch=930)
-    2
+    1
     >>> epochs_for(PRESETS["sentiment"], steps_per_epoch=32)
     8
     """
