@@ -167,8 +167,14 @@ def with_data(config, splits):
     steps = pipelines.steps_per_epoch(
         splits.num_examples["train"], config.batch_size
     )
-    epochs = presets.epochs_for(presets.PRESETS[config.app], steps)
-    return dataclasses.replace(config, epochs=epochs)
+    return dataclasses.replace(config, epochs=epochs_of(config, steps))
+
+
+def epochs_of(config, steps_per_epoch):
+    """`config.epochs`, or the preset's for epochs of that many steps."""
+    if config.epochs is not None:
+        return config.epochs
+    return presets.epochs_for(presets.PRESETS[config.app], steps_per_epoch)
 
 
 def _check_choice(name, value, choices):
@@ -309,7 +315,6 @@ def build_model(config, splits, model_builder=None, options=None):
         model_builder = build_classifier
     if options is None:
         options = model_options(config, splits)
-    config = with_data(config, splits)
     model = model_builder(
         config.app,
         class_names=splits.class_names,
@@ -326,10 +331,7 @@ def build_model(config, splits, model_builder=None, options=None):
 
 def compile_options(config, steps_per_epoch):
     """`Classifier.compile` arguments of `config`'s recipe."""
-    epochs = config.epochs or presets.epochs_for(
-        presets.PRESETS[config.app], steps_per_epoch
-    )
-    total_steps = epochs * steps_per_epoch
+    total_steps = epochs_of(config, steps_per_epoch) * steps_per_epoch
     return {
         "learning_rate": config.learning_rate,
         "decay_steps": total_steps if config.schedule == "cosine" else None,
@@ -452,16 +454,21 @@ def evaluated_weights(model):
     """The weights validation saw: the optimizer's moving average where it
     keeps one (`SwapEMAWeights` swaps it in for validation), else the
     model's, as `{variable path: array}`."""
-    values = {v.path: np.asarray(v.numpy()) for v in model.weights}
+    averages = {}
     optimizer = model.optimizer
     if getattr(optimizer, "use_ema", False):
-        for variable, average in zip(
-            optimizer._trainable_variables,
-            optimizer._model_variables_moving_average,
-            strict=True,
-        ):
-            values[variable.path] = np.asarray(average.numpy())
-    return values
+        averages = dict(
+            zip(
+                (v.path for v in optimizer._trainable_variables),
+                optimizer._model_variables_moving_average,
+                strict=True,
+            )
+        )
+    # Each variable read once: the tables hold millions of weights.
+    return {
+        v.path: np.asarray(averages.get(v.path, v).numpy())
+        for v in model.weights
+    }
 
 
 def restore_weights(model, path):

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from lstm_keras import dispatch
+from lstm_keras.applications import presets
 from lstm_keras.applications.optimizers import LazyAdam
 
 # The attribute under which `MemberAverage` hands the members' probabilities
@@ -91,9 +92,10 @@ class Classifier(keras.Model):
         """
         if ema_momentum == "auto":
             ema_momentum = None
-            if decay_steps and self.default_ema_fraction:
-                span = max(self.default_ema_fraction * decay_steps, 1.0)
-                ema_momentum = 1.0 - 1.0 / span
+            if decay_steps:
+                ema_momentum = presets.ema_momentum(
+                    self.default_ema_fraction, decay_steps
+                )
         elif ema_momentum is not None and (
             isinstance(ema_momentum, bool)
             or not isinstance(ema_momentum, (int, float))
