@@ -117,6 +117,76 @@ def test_exported_path_matches_generic_path(config, batch, rng):
                 )
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(),
+        dict(return_sequences=True),
+        dict(go_backwards=True, return_sequences=True),
+        dict(return_sequences=True, zero_output_for_mask=True),
+        dict(return_sequences=True, use_peepholes=True, return_state=True),
+    ],
+    ids=lambda c: "-".join(c) or "default",
+)
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_packed_loops_run_each_row_over_its_own_length(
+    config, shards, rng, monkeypatch
+):
+    """Right-padded rows of many lengths (ties, empty and full rows, more
+    shards than some lengths) through the packed loops, against the
+    generic path; a batch bigger than `BLOCK_LSTM_MAX_BATCH` takes them."""
+    monkeypatch.setattr(serving, "LOOP_SHARDS", shards)
+    batch, timesteps = 11, 19
+    layer = lstm_keras.LSTM(UNITS, **config)
+    x = rng.normal(size=(batch, timesteps, FEATURES)).astype("float32")
+    layer(x)
+    if config.get("use_peepholes"):
+        for weight in ("input", "forget", "output"):
+            peephole = getattr(layer.cell, f"{weight}_peephole")
+            peephole.assign(rng.normal(size=UNITS).astype("float32"))
+    layer.cell.bias.assign(rng.normal(size=4 * UNITS).astype("float32"))
+    lengths = rng.integers(0, timesteps + 1, size=batch)
+    lengths[:4] = [timesteps, 0, 5, 5]
+    mask = np.arange(timesteps)[None] < lengths[:, None]
+    specs = [
+        tf.TensorSpec([None, None, FEATURES], tf.float32),
+        tf.TensorSpec([None, None], tf.bool),
+    ]
+    with export_context.export_tracing():
+        served = tf.function(
+            lambda x, mask: layer(x, mask=mask), input_signature=specs
+        ).get_concrete_function()
+    padded = np.where(mask[:, :, None], x, np.nan).astype("float32")
+    got = tf.nest.flatten(served(padded, mask))
+    with dispatch.fast_paths_disabled():
+        expected = tf.nest.flatten(layer(padded, mask=mask))
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
+
+
+def test_a_batch_size_fixed_at_trace_time_is_served(rng):
+    """The packed loops' state changes rows between stretches; a static
+    batch dimension must not pin it."""
+    batch = 8
+    model = keras.Sequential(
+        [
+            keras.Input((TIMESTEPS, FEATURES), batch_size=batch),
+            keras.layers.Masking(0.0),
+            lstm_keras.LSTM(UNITS, return_sequences=True),
+            lstm_keras.LSTM(UNITS),
+        ]
+    )
+    x = rng.normal(size=(batch, TIMESTEPS, FEATURES)).astype("float32")
+    x[2, 4:] = 0.0
+    x[5, 1:] = 0.0
+    spec = tf.TensorSpec([batch, TIMESTEPS, FEATURES], tf.float32)
+    with export_context.export_tracing():
+        served = tf.function(lambda x: model(x)).get_concrete_function(spec)
+    with dispatch.fast_paths_disabled():
+        expected = model(x)
+    np.testing.assert_allclose(served(x), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_exported_graph_holds_both_stock_paths(rng):
     layer = lstm_keras.LSTM(UNITS)
     layer(np.zeros((1, TIMESTEPS, FEATURES), "float32"))

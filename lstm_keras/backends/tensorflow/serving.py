@@ -3,22 +3,33 @@
 While a graph is traced for export (`export_context.exporting()`), the
 custom-op and cuDNN paths decline, and `lstm_sequence` here runs the layer
 with ops that every TensorFlow build has (so TF Serving too), choosing at
-run time between two implementations that give the generic path's outputs
-and states:
+run time between three implementations that give the generic path's
+outputs and states:
 
 - `BlockLSTMV2`, TensorFlow's fused LSTM kernel, for small batches (up to
   `BLOCK_LSTM_MAX_BATCH` rows) without a mask or with a right-padded one
   (per-row lengths; `go_backwards` through `tf.reverse_sequence`). One op
   runs the whole sequence, so a batch of one row pays no per-step loop
   overhead.
-- A `tf.while_loop` over time for larger batches and for any mask (left
-  padding, holes). The input projection `x @ W + b` of every step is one
-  matmul before the loop, and the rows are split into `LOOP_SHARDS`
-  independent loops that TensorFlow runs concurrently, since one step's
-  `h_prev @ U` is too small to keep two cores busy. The two directions of
-  a `keras.layers.Bidirectional` already run concurrently, and splitting
-  them too makes four loops contend for the cores, so its layers (which
-  Keras names `forward_*` and `backward_*`) run one loop each.
+- Packed loops for larger right-padded batches, what a server's batcher
+  builds from requests of different lengths. The rows are sorted by
+  length, so that the rows still running at any step are a leading block,
+  and each stretch of steps over which that block stays the same runs
+  unmasked over it alone, with its input projection in one matmul: the
+  padding costs no arithmetic and no per-step selects.
+- A masked `tf.while_loop` over time for any other mask (left padding,
+  holes) and for unmasked batches, with the input projection `x @ W + b`
+  of every step in one matmul before the loop.
+
+The loops split the rows into `LOOP_SHARDS` independent loops that
+TensorFlow runs concurrently, since one step's `h_prev @ U` is too small
+to keep two cores busy. The two directions of a
+`keras.layers.Bidirectional` already run concurrently, and splitting them
+too makes four loops contend for the cores, so its layers (which Keras
+names `forward_*` and `backward_*`) run one loop each. A loop step is a
+dozen small ops, each paid for in the executor's overhead as much as in
+arithmetic, so the gates are reordered to make the three sigmoid gates
+one op.
 
 Covered: float32, `activation` tanh, `recurrent_activation` sigmoid, with or
 without bias, peepholes (the cell's peepholes are `BlockLSTMV2`'s), initial
@@ -83,31 +94,37 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     batch = tf.shape(sequences)[0]
     small = batch <= BLOCK_LSTM_MAX_BATCH
     if mask is None:
-        use_block = small
+        branches = [
+            lambda: _block_unmasked(layer, weights, sequences, h0, c0),
+            lambda: _sharded_loop(layer, weights, sequences, None, h0, c0),
+        ]
+        branch = tf.where(small, 0, 1)
     else:
         mask = tf.cast(mask, tf.bool)
-        # Padding may hold anything (NaN too): zero it, as the generic path.
-        sequences = tf.where(mask[:, :, None], sequences, 0.0)
         lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
         timesteps = tf.shape(mask)[1]
         right_padded = tf.reduce_all(
             tf.equal(mask, tf.sequence_mask(lengths, timesteps))
         )
-        use_block = tf.logical_and(small, right_padded)
 
-    def block():
-        if mask is None:
-            return _block_unmasked(layer, weights, sequences, h0, c0)
-        return _block_right_padded(layer, weights, sequences, lengths, h0, c0)
+        def zero_padded():
+            # Padding may hold anything (NaN too): zero it, as the generic
+            # path, where it is read. The packed loops never read it.
+            return tf.where(mask[:, :, None], sequences, 0.0)
 
-    def loop():
-        return _sharded_loop(layer, weights, sequences, mask, h0, c0)
-
-    known = tf.get_static_value(use_block)
+        branches = [
+            lambda: _block_right_padded(
+                layer, weights, zero_padded(), lengths, h0, c0
+            ),
+            lambda: _packed_loops(layer, weights, sequences, lengths, h0, c0),
+            lambda: _sharded_loop(layer, weights, zero_padded(), mask, h0, c0),
+        ]
+        branch = tf.where(right_padded, tf.where(small, 0, 1), 2)
+    known = tf.get_static_value(branch)
     if known is not None:
-        last_output, outputs, h, c = block() if known else loop()
+        last_output, outputs, h, c = branches[int(known)]()
     else:
-        last_output, outputs, h, c = tf.cond(use_block, block, loop)
+        last_output, outputs, h, c = tf.switch_case(branch, branches)
     return last_output, outputs, [h, c]
 
 
@@ -116,6 +133,7 @@ class _Weights:
 
     def __init__(self, cell):
         units = cell.units
+        self.units = units
         self.kernel = tf.convert_to_tensor(cell.kernel)
         self.recurrent_kernel = tf.convert_to_tensor(cell.recurrent_kernel)
         if cell.use_bias:
@@ -134,6 +152,23 @@ class _Weights:
             ]
         else:
             self.peepholes = [tf.zeros([units], tf.float32)] * 3
+
+    def in_loop_order(self):
+        """These weights with the gates as `_cell` takes them.
+
+        `(input, forget, output, candidate)`: without peepholes the three
+        sigmoid gates are then one contiguous block, one op per step.
+        """
+        loop = _Weights.__new__(_Weights)
+        loop.__dict__.update(self.__dict__)
+        i, f, c, o = (
+            tf.range(k * self.units, (k + 1) * self.units) for k in range(4)
+        )
+        order = tf.concat([i, f, o, c], axis=0)
+        loop.kernel = tf.gather(self.kernel, order, axis=1)
+        loop.recurrent_kernel = tf.gather(self.recurrent_kernel, order, axis=1)
+        loop.bias = tf.gather(self.bias, order)
+        return loop
 
 
 def _finish(layer, outputs, h, c):
@@ -176,25 +211,41 @@ def _block_unmasked(layer, weights, x, h0, c0):
 
 
 def _block_right_padded(layer, weights, x, lengths, h0, c0):
-    """Rows of real steps then padding; the generic path's results.
+    """`BlockLSTMV2` over rows of real steps then padding.
 
     The kernel runs every row to the longest length; each row's state is
     read at its own last real step (`h0`, `c0` for a row of no real step).
-    Backwards, each row is reversed within its length, so that its padding
-    stays at the end, and the outputs are put back in processing order,
-    where the padding's steps come first.
+    """
+
+    def run(x):
+        # An empty batch's maximum is the lowest int32, which the kernel
+        # would take for a length.
+        longest = tf.maximum(tf.reduce_max(lengths), 0)
+        h_seq, c_seq = _block_lstm(weights, x, h0, c0, longest)
+        rows = tf.range(tf.shape(lengths)[0])
+        last_step = tf.stack([tf.maximum(lengths - 1, 0), rows], axis=1)
+        has_real = (lengths > 0)[:, None]
+        h = tf.where(has_real, tf.gather_nd(h_seq, last_step), h0)
+        c = tf.where(has_real, tf.gather_nd(c_seq, last_step), c0)
+        return h_seq, h, c
+
+    return _right_padded_results(layer, run, x, lengths, h0)
+
+
+def _right_padded_results(layer, run, x, lengths, h0):
+    """The generic path's results for right-padded rows, from `run(x)`.
+
+    `run(x)` takes batch-major `x` whose rows are real steps then padding
+    and returns `(h_seq, h, c)`: time-major outputs (anything at padded
+    steps; only read with `return_sequences`) and each row's state after
+    its last real step. Backwards, each row is reversed within its length,
+    so that its padding stays at the end, and the outputs are put back in
+    processing order, where the padding's steps come first.
     """
     if layer.go_backwards:
         x = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
-    # An empty batch's maximum is the lowest int32, which the kernel would
-    # take for a length.
-    longest = tf.maximum(tf.reduce_max(lengths), 0)
-    h_seq, c_seq = _block_lstm(weights, x, h0, c0, longest)
-    rows = tf.range(tf.shape(lengths)[0])
-    last_step = tf.stack([tf.maximum(lengths - 1, 0), rows], axis=1)
+    h_seq, h, c = run(x)
     has_real = (lengths > 0)[:, None]
-    h = tf.where(has_real, tf.gather_nd(h_seq, last_step), h0)
-    c = tf.where(has_real, tf.gather_nd(c_seq, last_step), c0)
     last_real_output = tf.where(has_real, h, tf.zeros_like(h))
     timesteps = tf.shape(x)[1]
     if not layer.return_sequences:
@@ -227,28 +278,176 @@ def _in_bidirectional(layer):
     return layer.name.startswith(("forward_", "backward_"))
 
 
+def _shards(layer):
+    return 1 if _in_bidirectional(layer) else LOOP_SHARDS
+
+
 def _sharded_loop(layer, weights, x, mask, h0, c0):
     """`_loop` on `LOOP_SHARDS` slices of the batch, run concurrently."""
-    if LOOP_SHARDS == 1 or _in_bidirectional(layer):
+    shards = _shards(layer)
+    weights = weights.in_loop_order()
+    if shards == 1:
         return _loop(layer, weights, x, mask, h0, c0)
     batch = tf.shape(x)[0]
-    shards = tf.range(LOOP_SHARDS)
+    shard = tf.range(shards)
     # Rows as evenly as they go: the first `batch % shards` get one more.
-    sizes = batch // LOOP_SHARDS + tf.cast(
-        shards < batch % LOOP_SHARDS, tf.int32
-    )
+    sizes = batch // shards + tf.cast(shard < batch % shards, tf.int32)
     parts = [
-        tf.split(t, sizes, axis=0, num=LOOP_SHARDS)
+        tf.split(t, sizes, axis=0, num=shards)
         if t is not None
-        else [None] * LOOP_SHARDS
+        else [None] * shards
         for t in (x, mask, h0, c0)
     ]
     results = [
-        _loop(layer, weights, *shard) for shard in zip(*parts, strict=True)
+        _loop(layer, weights, *part) for part in zip(*parts, strict=True)
     ]
     return tuple(
         tf.concat(pieces, axis=0) for pieces in zip(*results, strict=True)
     )
+
+
+def _packed_loops(layer, weights, x, lengths, h0, c0):
+    """Right-padded rows, each run only over its real steps.
+
+    The rows are sorted longest first and dealt round-robin to
+    `LOOP_SHARDS` loops (so the shards' lengths stay even), where the
+    active rows of a step are always a leading block: `_packed_loop` runs
+    each stretch of steps over that block alone, with no mask at all, so
+    the padding costs neither arithmetic nor per-step selects.
+    """
+    shards = _shards(layer)
+    weights = weights.in_loop_order()
+    order = tf.argsort(lengths, direction="DESCENDING", stable=True)
+    # Shard k takes the sorted rows k, k + shards, ...; `dealt` lists the
+    # original row of each row of the shards' concatenated results.
+    dealt = tf.concat([order[k::shards] for k in range(shards)], axis=0)
+
+    def run(x):
+        # Time-major, so that a stretch of steps is one contiguous slice.
+        x = tf.transpose(x, [1, 0, 2])
+        parts = []
+        for k in range(shards):
+            rows = order[k::shards]
+            parts.append(
+                _packed_loop(
+                    weights,
+                    tf.gather(x, rows, axis=1),
+                    *(tf.gather(t, rows) for t in (lengths, h0, c0)),
+                    return_sequences=layer.return_sequences,
+                )
+            )
+        h_seqs, hs, cs = zip(*parts, strict=True)
+        back = tf.argsort(dealt)
+        h = tf.gather(tf.concat(hs, axis=0), back)
+        c = tf.gather(tf.concat(cs, axis=0), back)
+        h_seq = None
+        if layer.return_sequences:
+            h_seq = tf.gather(tf.concat(h_seqs, axis=1), back, axis=1)
+        return h_seq, h, c
+
+    return _right_padded_results(layer, run, x, lengths, h0)
+
+
+def _projection(weights, x):
+    """`x @ W + b` of every step, time-major `(timesteps, batch, 4 units)`.
+
+    One matmul before the loop instead of one small one per step.
+    """
+    x = tf.transpose(x, [1, 0, 2])
+    timesteps, batch = tf.shape(x)[0], tf.shape(x)[1]
+    z_x = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[2]]), weights.kernel)
+    return tf.reshape(z_x + weights.bias, [timesteps, batch, 4 * weights.units])
+
+
+def _cell(weights, z_x_t, h_prev, c_prev):
+    """One step from its input projection: `(h, c)`.
+
+    `weights` are `in_loop_order()`. Every op is paid for per step in the
+    executor's overhead as much as in arithmetic, so the step has as few
+    as the configuration allows.
+    """
+    units = weights.units
+    z = z_x_t + tf.matmul(h_prev, weights.recurrent_kernel)
+    if not weights.use_peepholes:
+        z_ifo, z_c = tf.split(z, [3 * units, units], axis=1)
+        i, f, o = tf.split(tf.sigmoid(z_ifo), 3, axis=1)
+        c = f * c_prev + i * tf.tanh(z_c)
+        return o * tf.tanh(c), c
+    z_i, z_f, z_o, z_c = tf.split(z, 4, axis=1)
+    i_peep, f_peep, o_peep = weights.peepholes
+    c = tf.sigmoid(z_f + f_peep * c_prev) * c_prev + tf.sigmoid(
+        z_i + i_peep * c_prev
+    ) * tf.tanh(z_c)
+    return tf.sigmoid(z_o + o_peep * c) * tf.tanh(c), c
+
+
+def _packed_loop(weights, x, lengths, h0, c0, return_sequences):
+    """Rows sorted longest first, each run over its real steps alone.
+
+    `x` is time-major, `(timesteps, batch, features)`. Returns `(h_seq, h, c)` as `_right_padded_results`'s `run`. The steps
+    fall into stretches over which the active rows (those whose length is
+    past the step) stay the same leading block: an outer loop takes one
+    stretch at a time and an inner loop runs its steps over the block with
+    no mask, while the finished rows keep their state.
+    """
+    timesteps, features = tf.shape(x)[0], tf.shape(x)[2]
+    # An empty batch's maximum is the lowest int32.
+    longest = tf.maximum(tf.reduce_max(lengths), 0)
+    if return_sequences:
+        h_seq = tf.TensorArray(tf.float32, size=timesteps)
+
+    def stretch(t, h, c, *h_seq):
+        active = tf.reduce_sum(tf.cast(lengths > t, tf.int32))
+        end = lengths[active - 1]
+        done_h, done_c = h[active:], c[active:]
+        # The input projection of the stretch's real steps only, in one
+        # matmul: padding costs no arithmetic.
+        start = t
+        x_stretch = tf.reshape(x[start:end, :active], [-1, features])
+        z_x = tf.reshape(
+            tf.matmul(x_stretch, weights.kernel) + weights.bias,
+            [end - start, active, 4 * weights.units],
+        )
+
+        def step(i, h_prev, c_prev, *h_seq):
+            h_next, c_next = _cell(weights, tf.gather(z_x, i), h_prev, c_prev)
+            if return_sequences:
+                # The finished rows' entries are padding, replaced later.
+                h_next_all = tf.concat([h_next, done_h], 0)
+                h_seq = [h_seq[0].write(start + i, h_next_all)]
+            return (i + 1, h_next, c_next, *h_seq)
+
+        _, h, c, *h_seq = tf.while_loop(
+            lambda i, *_: i < end - start,
+            step,
+            (0, h[:active], c[:active], *h_seq),
+        )
+        return (
+            end,
+            tf.concat([h, done_h], axis=0),
+            tf.concat([c, done_c], axis=0),
+            *h_seq,
+        )
+
+    state = (tf.constant(0), h0, c0) + ((h_seq,) if return_sequences else ())
+    # The state is put back together from two blocks of rows after each
+    # stretch, which loses a batch size known at trace time.
+    rows = tf.TensorShape([None, weights.units])
+    _, h, c, *h_seq = tf.while_loop(
+        lambda t, *_: t < longest,
+        stretch,
+        state,
+        shape_invariants=(tf.TensorShape([]), rows, rows)
+        + ((tf.TensorShape(None),) if return_sequences else ()),
+    )
+    if not return_sequences:
+        return None, h, c
+    # The steps after every row's end are padding.
+    rest = tf.range(longest, timesteps)
+    h_seq = h_seq[0].scatter(
+        rest, tf.broadcast_to(h, [tf.size(rest), *tf.unstack(tf.shape(h))])
+    )
+    return h_seq.stack(), h, c
 
 
 def _loop(layer, weights, x, mask, h0, c0):
@@ -258,34 +457,14 @@ def _loop(layer, weights, x, mask, h0, c0):
     `zero_output_for_mask`, else the previous step's output (zeros before
     the first real step).
     """
-    units = h0.shape[-1]
     if layer.go_backwards:
         x = tf.reverse(x, axis=[1])
         mask = None if mask is None else tf.reverse(mask, axis=[1])
-    # Time-major, so that each step reads one contiguous slice.
-    x = tf.transpose(x, [1, 0, 2])
-    timesteps, batch = tf.shape(x)[0], tf.shape(x)[1]
-    z_x = tf.reshape(
-        tf.matmul(tf.reshape(x, [-1, tf.shape(x)[2]]), weights.kernel)
-        + weights.bias,
-        [timesteps, batch, 4 * units],
-    )
+    z_x = _projection(weights, x)
+    timesteps = tf.shape(z_x)[0]
     if mask is not None:
         mask = tf.transpose(mask)[:, :, None]  # (timesteps, batch, 1)
-    i_peep, f_peep, o_peep = weights.peepholes
-    recurrent_kernel = weights.recurrent_kernel
     return_sequences = layer.return_sequences
-
-    def cell(t, h_prev, c_prev):
-        z = tf.gather(z_x, t) + tf.matmul(h_prev, recurrent_kernel)
-        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=1)
-        if weights.use_peepholes:
-            z_i += i_peep * c_prev
-            z_f += f_peep * c_prev
-        c = tf.sigmoid(z_f) * c_prev + tf.sigmoid(z_i) * tf.tanh(z_c)
-        if weights.use_peepholes:
-            z_o += o_peep * c
-        return tf.sigmoid(z_o) * tf.tanh(c), c
 
     # Each loop variable and op costs the executor per step, so only what
     # the configuration needs is carried: the outputs with
@@ -299,7 +478,7 @@ def _loop(layer, weights, x, mask, h0, c0):
 
     def step(t, h_prev, c_prev, *carried):
         carried = list(carried)
-        h, c = cell(t, h_prev, c_prev)
+        h, c = _cell(weights, tf.gather(z_x, t), h_prev, c_prev)
         output = h
         if mask is not None:
             is_real = tf.gather(mask, t)
