@@ -54,9 +54,10 @@ ops, then the stock-op path of exports; JAX: cuDNN; torch: `torch._VF.lstm`):
   `python -m lstm_keras.backends.tensorflow`). They cover float32, the
   default activations (tanh, sigmoid), masks (any padding, fully masked
   rows), initial states, `go_backwards`, `return_sequences`,
-  `return_state`, `stateful`, `zero_output_for_mask` and input dropout.
+  `return_state`, `stateful`, `zero_output_for_mask`, input dropout and
+  recurrent dropout (the mask on `h_prev`, forward and backward).
   They decline (so the next path runs) for: `unroll=True`; activations
-  other than tanh/sigmoid; recurrent dropout while training; any dtype but
+  other than tanh/sigmoid; any dtype but
   float32 (float16, bfloat16, float64, mixed precision); the cell variants;
   inside an XLA-compiled function (`jit_compile=True`); when a GPU is
   visible (the cuDNN path, or else the generic path, runs there); while
@@ -67,8 +68,9 @@ ops, then the stock-op path of exports; JAX: cuDNN; torch: `torch._VF.lstm`):
   (`lstm_keras.backends.tensorflow.export_context.exporting()`: inside
   `lstm_keras.export`, `keras.export.ExportArchive.write_out` and so
   `model.export()`, and `tf.saved_model.save`), where the two paths above
-  decline: stock TensorFlow kernels (`BlockLSTMV2` for small batches, a
-  `tf.while_loop` otherwise), so that exported graphs hold neither a
+  decline: stock TensorFlow kernels (`BlockLSTMV2` for small batches,
+  packed loops for right-padded ones, a masked `tf.while_loop`
+  otherwise), so that exported graphs hold neither a
   custom op nor a `CudnnRNN` op and serve on any TensorFlow, TF Serving
   included. It covers float32, the default activations, peepholes and any
   mask; other configurations export on the generic path.
@@ -160,12 +162,13 @@ def standard_lstm_mismatch(
     require_bias=False,
     allow_peepholes=False,
     allow_unroll=False,
+    allow_recurrent_dropout=False,
 ):
     """Why a kernel of the standard LSTM cannot run `layer`, or `None`.
 
     The conditions every fast path shares (cuDNN's and our CPU ops'):
     no unrolling, none of the cell variants, the default activations, and
-    no recurrent dropout while training.
+    (cuDNN's kernels lack it) no recurrent dropout while training.
 
     Args:
         layer: An `lstm_keras.LSTM`.
@@ -181,6 +184,8 @@ def standard_lstm_mismatch(
         allow_unroll: Whether `unroll=True` may run it (a kernel that runs
             a traced graph only, where unrolling changes nothing). Defaults
             to `False`.
+        allow_recurrent_dropout: Whether the kernel takes a recurrent
+            dropout mask (our CPU ops do). Defaults to `False`.
 
     Returns:
         A short reason for a `NotImplementedError`, or `None` when the
@@ -201,7 +206,7 @@ def standard_lstm_mismatch(
         return "recurrent_activation is not sigmoid"
     if require_bias and not cell.use_bias:
         return "use_bias=False (Keras's cuDNN condition)"
-    if training and cell.recurrent_dropout > 0:
+    if training and cell.recurrent_dropout > 0 and not allow_recurrent_dropout:
         return "recurrent dropout"
     return None
 

@@ -252,6 +252,58 @@ def test_input_dropout_matches_generic(kernels, fast_path_calls, rng):
     assert fast_path_calls == [True]
 
 
+@pytest.mark.parametrize("mask", [None, *MASKS], ids=str)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_sequences": True},
+        {"go_backwards": True, "return_state": True},
+        {
+            "return_sequences": True,
+            "zero_output_for_mask": True,
+            "dropout": 0.3,
+        },
+    ],
+    ids=lambda o: "-".join(o),
+)
+def test_recurrent_dropout_matches_generic(
+    kernels, fast_path_calls, rng, mask, options
+):
+    """One mask per sequence on h_prev, forward and backpropagation, with
+    every mask kind (a masked step keeps the undropped h)."""
+    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
+    if mask is not None:
+        x[~MASKS[mask]] = np.nan
+        mask = MASKS[mask]
+    states = [
+        rng.normal(size=(BATCH, UNITS)).astype("float32") for _ in range(2)
+    ]
+    recurrent_mask = (rng.random((BATCH, UNITS)) > 0.4) / 0.6
+    input_mask = (rng.random((BATCH, FEATURES)) > 0.3) / 0.7
+
+    def make_layer():
+        layer = lstm_keras.LSTM(UNITS, recurrent_dropout=0.4, **options)
+        # Both paths must see the same masks; the seed stream would differ.
+        layer.cell.get_recurrent_dropout_mask = lambda h: tf.constant(
+            recurrent_mask, tf.float32
+        )
+        layer.cell.get_dropout_mask = lambda step: tf.constant(
+            input_mask, tf.float32
+        )
+        return layer
+
+    fast = _assert_fast_equals_generic(
+        make_layer,
+        x,
+        fast_path_calls,
+        mask=mask,
+        initial_state=states,
+        training=True,
+    )
+    assert fast_path_calls == [True]
+    assert all(np.isfinite(a).all() for a in fast[0] + fast[1])
+
+
 def test_stateful_matches_generic(kernels, fast_path_calls, rng):
     x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
     fast = lstm_keras.LSTM(UNITS, stateful=True, return_sequences=True)
@@ -364,7 +416,6 @@ def test_model_fit_step_matches_generic(kernels, fast_path_calls, rng):
     [
         ({"activation": "relu"}, "float32", False),
         ({"recurrent_activation": "hard_sigmoid"}, "float32", False),
-        ({"recurrent_dropout": 0.3}, "float32", True),
         ({"unroll": True}, "float32", False),
         ({}, "float64", False),
         ({}, "mixed_float16", False),

@@ -374,6 +374,33 @@ def test_check_gradients_passes(case, dtype):
         }
 
 
+@pytest.mark.tensorflow_only
+def test_recurrent_dropout_is_checked_on_the_tensorflow_fast_path(monkeypatch):
+    """In float32 the C++ ops run the dropout case, recurrent mask included,
+    so the check holds their backpropagation to both references."""
+    from lstm_keras import dispatch
+    from lstm_keras.backends.tensorflow import build
+    from lstm_keras.backends.tensorflow import fast_path
+
+    if build.load_kernels() is None:
+        pytest.skip("the TensorFlow fast path's ops are not available here")
+    calls = []
+
+    def counting(layer, sequences, initial_state, mask, training):
+        result = fast_path.lstm_sequence(
+            layer, sequences, initial_state, mask, training
+        )
+        calls.append((training, layer.cell.recurrent_dropout))
+        return result
+
+    monkeypatch.setitem(dispatch._FAST_PATHS, "tensorflow", counting)
+    result = gradcheck.check_gradients(
+        dtype="float32", **CHECK_CASES["dropout"]
+    )
+    _assert_passed(result)
+    assert (True, 0.25) in calls
+
+
 @pytest.mark.parametrize("pad_value", [None, float("nan")], ids=["0", "nan"])
 def test_check_gradients_fully_masked_row(pad_value):
     # Zero initial states: see test_leading_padding_with_initial_state.

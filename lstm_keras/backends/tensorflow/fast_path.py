@@ -39,7 +39,9 @@ def _decline(reason):
 def check_supported(layer, sequences, training):
     """Raises `NotImplementedError` unless the ops compute this layer."""
     cell = layer.cell
-    reason = dispatch.standard_lstm_mismatch(layer, training)
+    reason = dispatch.standard_lstm_mismatch(
+        layer, training, allow_recurrent_dropout=True
+    )
     if reason:
         _decline(reason)
     if sequences.dtype != tf.float32 or cell.kernel.dtype != "float32":
@@ -72,6 +74,11 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     if training and cell.dropout > 0:
         input_mask = cell.get_dropout_mask(sequences[:, 0, :])
         sequences = sequences * input_mask[:, None, :]
+    if training and cell.recurrent_dropout > 0:
+        # One mask per sequence on h_prev, drawn as the generic path does.
+        recurrent_mask = cell.get_recurrent_dropout_mask(h0)
+    else:
+        recurrent_mask = tf.zeros([0], tf.float32)
     units = cell.units
     bias = cell.bias if cell.use_bias else tf.zeros([4 * units], tf.float32)
     # Saving the gates costs memory linear in T; the gradient recomputes
@@ -85,6 +92,7 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
         h0=h0,
         c0=c0,
         mask=mask,
+        recurrent_mask=recurrent_mask,
         go_backwards=bool(layer.go_backwards),
         zero_output_for_mask=bool(layer.zero_output_for_mask),
         return_sequences=bool(layer.return_sequences),
@@ -95,7 +103,7 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
 
 def _sequence_grad(op, d_outputs, d_h_last, d_c_last, *unused):
     kernels = build.load_kernels()
-    x, kernel, bias, recurrent_kernel, h0, c0, mask = op.inputs
+    x, kernel, bias, recurrent_kernel, h0, c0, mask, recurrent_mask = op.inputs
     attrs = {
         name: op.get_attr(name)
         for name in ("go_backwards", "zero_output_for_mask")
@@ -125,6 +133,7 @@ def _sequence_grad(op, d_outputs, d_h_last, d_c_last, *unused):
             recurrent_kernel=recurrent_kernel,
             c0=c0,
             mask=mask,
+            recurrent_mask=recurrent_mask,
             h_prev_seq=h_prev,
             c_seq=c_seq,
             gates=gates,
@@ -142,6 +151,7 @@ def _sequence_grad(op, d_outputs, d_h_last, d_c_last, *unused):
         d_recurrent_kernel,
         d_h0,
         d_c0,
+        None,
         None,
     )
 

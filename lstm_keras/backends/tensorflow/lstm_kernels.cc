@@ -459,6 +459,7 @@ REGISTER_OP("LstmKerasSequence")
     .Input("h0: float")
     .Input("c0: float")
     .Input("mask: float")
+    .Input("recurrent_mask: float")
     .Output("outputs: float")
     .Output("h_last: float")
     .Output("c_last: float")
@@ -491,6 +492,7 @@ class LstmKerasSequenceOp : public OpKernel {
     const Tensor& h0 = context->input(4);
     const Tensor& c0 = context->input(5);
     const Tensor& mask = context->input(6);
+    const Tensor& recurrent_mask = context->input(7);
     OP_REQUIRES(context, x.dims() == 3,
                 tensorflow::errors::InvalidArgument("x must be rank 3"));
     const int64_t batch = x.dim_size(0);
@@ -511,6 +513,11 @@ class LstmKerasSequenceOp : public OpKernel {
     OP_REQUIRES(context, !has_mask || mask.NumElements() == batch * time,
                 tensorflow::errors::InvalidArgument(
                     "mask must be [batch, timesteps] or empty"));
+    const bool has_dropout = recurrent_mask.NumElements() > 0;
+    OP_REQUIRES(context,
+                !has_dropout || recurrent_mask.NumElements() == batch * units,
+                tensorflow::errors::InvalidArgument(
+                    "recurrent_mask must be [batch, units] or empty"));
 
     const int64_t out_time = return_sequences_ ? time : 1;
     const int64_t saved_time = save_ ? time : 0;
@@ -535,6 +542,8 @@ class LstmKerasSequenceOp : public OpKernel {
 
     const float* x_data = x.flat<float>().data();
     const float* mask_data = has_mask ? mask.flat<float>().data() : nullptr;
+    const float* dropout_data =
+        has_dropout ? recurrent_mask.flat<float>().data() : nullptr;
     const float* h0_data = h0.flat<float>().data();
     const float* c0_data = c0.flat<float>().data();
     float* out_data = outputs->flat<float>().data();
@@ -559,6 +568,12 @@ class LstmKerasSequenceOp : public OpKernel {
                                         int64_t row_end) {
       const int64_t rows = row_end - row_begin;
       RowMatrix h(rows, units), c(rows, units);
+      // With recurrent dropout the products read h_prev * mask (the same
+      // mask at every step), and so does dU: that is what is saved.
+      RowMatrix h_dropped(has_dropout ? rows : 0, units);
+      const Eigen::Map<const RowMatrix> dropout_mask(
+          has_dropout ? dropout_data + row_begin * units : nullptr,
+          has_dropout ? rows : 0, units);
       // The previous output of each row (zeros before its first real step).
       RowMatrix output_prev = RowMatrix::Zero(rows, units);
       // Where the gates of (row r, step) live: when saving, straight in the
@@ -593,7 +608,9 @@ class LstmKerasSequenceOp : public OpKernel {
           const int64_t step = chunk_begin + j;
           const int64_t t = TimeIndex(step, time, go_backwards);
           // z += h_prev U for every row of the block at once.
-          PackedGemm<true>(h.data(), units, rows, U, z_at(0, step),
+          if (has_dropout) h_dropped = h.cwiseProduct(dropout_mask);
+          const RowMatrix& h_operand = has_dropout ? h_dropped : h;
+          PackedGemm<true>(h_operand.data(), units, rows, U, z_at(0, step),
                            z_row_stride);
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t row = row_begin + r;
@@ -602,7 +619,7 @@ class LstmKerasSequenceOp : public OpKernel {
             float* output_row = output_prev.row(r).data();
             if (save_) {
               // h_prev, the left operand of dU = h_prev^T dz.
-              std::copy_n(h_row, units,
+              std::copy_n(h_operand.row(r).data(), units,
                           h_prev_data + (row * time + step) * units);
             }
             const bool real = !has_mask || mask_data[row * time + t] > 0.5f;
@@ -641,6 +658,7 @@ REGISTER_OP("LstmKerasSequenceGrad")
     .Input("recurrent_kernel: float")
     .Input("c0: float")
     .Input("mask: float")
+    .Input("recurrent_mask: float")
     .Input("h_prev_seq: float")
     .Input("c_seq: float")
     .Input("gates: float")
@@ -758,12 +776,13 @@ class LstmKerasSequenceGradOp : public OpKernel {
     const Tensor& recurrent_kernel = context->input(2);
     const Tensor& c0 = context->input(3);
     const Tensor& mask = context->input(4);
-    const Tensor& h_prev_seq = context->input(5);
-    const Tensor& c_seq = context->input(6);
-    const Tensor& gate_seq = context->input(7);
-    const Tensor& d_outputs = context->input(8);
-    const Tensor& d_h_last = context->input(9);
-    const Tensor& d_c_last = context->input(10);
+    const Tensor& recurrent_mask = context->input(5);
+    const Tensor& h_prev_seq = context->input(6);
+    const Tensor& c_seq = context->input(7);
+    const Tensor& gate_seq = context->input(8);
+    const Tensor& d_outputs = context->input(9);
+    const Tensor& d_h_last = context->input(10);
+    const Tensor& d_c_last = context->input(11);
     OP_REQUIRES(context,
                 x.dims() == 3 && gate_seq.dims() == 3 && c_seq.dims() == 3 &&
                     h_prev_seq.dims() == 3 && kernel.dims() == 2 &&
@@ -793,6 +812,11 @@ class LstmKerasSequenceGradOp : public OpKernel {
     OP_REQUIRES(context, !has_mask || mask.NumElements() == batch * time,
                 tensorflow::errors::InvalidArgument(
                     "mask must be [batch, timesteps] or empty"));
+    const bool has_dropout = recurrent_mask.NumElements() > 0;
+    OP_REQUIRES(context,
+                !has_dropout || recurrent_mask.NumElements() == batch * units,
+                tensorflow::errors::InvalidArgument(
+                    "recurrent_mask must be [batch, units] or empty"));
 
     Tensor *d_x, *d_kernel, *d_recurrent_kernel, *d_bias, *d_h0, *d_c0;
     OP_REQUIRES_OK(context,
@@ -821,6 +845,8 @@ class LstmKerasSequenceGradOp : public OpKernel {
     const float* x_data = x.flat<float>().data();
     const float* c0_data = c0.flat<float>().data();
     const float* mask_data = has_mask ? mask.flat<float>().data() : nullptr;
+    const float* dropout_data =
+        has_dropout ? recurrent_mask.flat<float>().data() : nullptr;
     const float* h_prev_data = h_prev_seq.flat<float>().data();
     const float* c_seq_data = c_seq.flat<float>().data();
     const float* gate_data = gate_seq.flat<float>().data();
@@ -934,7 +960,15 @@ class LstmKerasSequenceGradOp : public OpKernel {
         }
         for (int64_t r = 0; r < rows; ++r) {
           // A masked step forwarded h_prev untouched: its gradient passes.
-          if (real[r]) delta_h.row(r) = delta_h_in.row(r);
+          // A real one read h_prev * mask under recurrent dropout.
+          if (!real[r]) continue;
+          if (has_dropout) {
+            delta_h.row(r) = delta_h_in.row(r).cwiseProduct(
+                Eigen::Map<const Eigen::RowVectorXf>(
+                    dropout_data + (row_begin + r) * units, units));
+          } else {
+            delta_h.row(r) = delta_h_in.row(r);
+          }
         }
         samples += rows;
       }
