@@ -90,6 +90,9 @@ tune: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) -m lstm_keras.backends.tensorflow
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --tasks train --shapes speech text --no-memory \
+	    --impls ours ours_recurrent_dropout ours_generic \
+	    --output benchmarks/results/recurrent_dropout
 	$(PY) benchmarks/sparse_step.py
 
 ## bench-quick: one short round of the benchmark, a smoke test (~5 min)

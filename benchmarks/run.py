@@ -24,6 +24,8 @@ Examples:
     python benchmarks/run.py --rounds 5 --shapes speech text
     python benchmarks/run.py --impls ours keras_tf torch --no-memory
     python benchmarks/run.py --tasks serve --impls ours keras_tf --no-memory
+    python benchmarks/run.py --tasks train --shapes speech text --no-memory \
+        --impls ours ours_recurrent_dropout ours_generic
 """
 
 import argparse
@@ -38,10 +40,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
 PEERS = ("keras_tf", "keras_jax", "torch")
-IMPLEMENTATIONS = ("ours", "ours_generic", *PEERS)
+IMPLEMENTATIONS = ("ours", "ours_generic", "ours_recurrent_dropout", *PEERS)
 LABELS = {
     "ours": "lstm_keras (TF)",
     "ours_generic": "lstm_keras generic (TF)",
+    "ours_recurrent_dropout": "lstm_keras recurrent_dropout=0.2 (TF)",
     "keras_tf": "keras LSTM (TF)",
     "keras_jax": "keras LSTM (JAX)",
     "torch": "torch.nn.LSTM",
@@ -426,7 +429,7 @@ def main(argv=None):
         "--impls",
         nargs="+",
         choices=IMPLEMENTATIONS,
-        default=list(IMPLEMENTATIONS),
+        default=[i for i in IMPLEMENTATIONS if i != "ours_recurrent_dropout"],
     )
     parser.add_argument(
         "--tasks",

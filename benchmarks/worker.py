@@ -4,6 +4,8 @@ Each measurement prints one JSON line on stdout. The implementations:
 
 - `ours`: `lstm_keras.LSTM` on TensorFlow (its fast path when it applies).
 - `ours_generic`: the same layer forced onto the generic `keras.ops` path.
+- `ours_recurrent_dropout`: `lstm_keras.LSTM(H, recurrent_dropout=0.2)`
+  (training only drops; inference is `ours`).
 - `keras_tf`: `keras.layers.LSTM` on TensorFlow.
 - `keras_jax`: `keras.layers.LSTM` on JAX.
 - `torch`: `torch.nn.LSTM` with an idiomatic training loop.
@@ -46,7 +48,15 @@ import os
 import sys
 import time
 
-IMPLEMENTATIONS = ("ours", "ours_generic", "keras_tf", "keras_jax", "torch")
+IMPLEMENTATIONS = (
+    "ours",
+    "ours_generic",
+    "ours_recurrent_dropout",
+    "keras_tf",
+    "keras_jax",
+    "torch",
+)
+RECURRENT_DROPOUT = 0.2
 TASKS = (
     "train",
     "latency",
@@ -95,6 +105,10 @@ def _keras_model(args):
         import lstm_keras
 
         lstm = lstm_keras.LSTM(args.units)
+    elif args.impl == "ours_recurrent_dropout":
+        import lstm_keras
+
+        lstm = lstm_keras.LSTM(args.units, recurrent_dropout=RECURRENT_DROPOUT)
     else:
         lstm = keras.layers.LSTM(args.units)
     model = keras.Sequential(
