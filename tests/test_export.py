@@ -383,6 +383,14 @@ def test_bad_requests(exported):
         assert outputs["class_name"].dtype == tf.string
 
 
+def _error_lines(stderr):
+    """What the command printed from its first error on (its progress
+    lines come before): one line for a one-line error."""
+    lines = stderr.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("error:"))
+    return lines[first:]
+
+
 def test_keras_round_trip_and_command_line(exported, tmp_path, capsys):
     model = exported["sentiment"][0]
     texts = tf.constant(TEXTS + ["", LONG_TEXT])
@@ -407,18 +415,20 @@ def test_keras_round_trip_and_command_line(exported, tmp_path, capsys):
         atol=1e-5,
     )
     # An existing version is refused, or replaced when told.
-    assert export_command.main(argv) == 1
-    assert "already exists" in capsys.readouterr().err
+    assert export_command.main(argv) == 2
+    (error,) = _error_lines(capsys.readouterr().err)
+    assert "already exists" in error
     assert export_command.main([*argv, "--overwrite"]) == 0
     assert sorted(os.listdir(base)) == ["3"]
 
     missing = str(tmp_path / "missing.keras")
-    assert export_command.main([missing, "--model-base-path", base]) == 1
+    assert export_command.main([missing, "--model-base-path", base]) == 2
     assert repr(missing) in capsys.readouterr().err
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip file")
-    assert export_command.main([str(corrupt), "--model-base-path", base]) == 1
-    assert repr(str(corrupt)) in capsys.readouterr().err
+    assert export_command.main([str(corrupt), "--model-base-path", base]) == 2
+    (error,) = _error_lines(capsys.readouterr().err)
+    assert repr(str(corrupt)) in error
     with pytest.raises(SystemExit):
         export_command.main(["--help"])
     assert "docker run" in capsys.readouterr().out

@@ -34,6 +34,9 @@ zero-padded at the end) for speech; outputs `probabilities` (float32
 [batch, classes]), `class_id` (int64 [batch]) and `class_name` (string
 [batch]). Signature metadata: `class_names` and `sample_rate`. Any other
 model keeps its own input and output names. See docs/serving.md.
+
+Exit status: 0 on success; 2 on a user error (a missing or unreadable model
+file, an existing version without --overwrite), printed as one line.
 """
 
 
@@ -108,8 +111,9 @@ def main(argv=None):
             verbose=True,
         )
     except (ValueError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        # One line, whatever the loader's message spans.
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
     return 0
 
 
