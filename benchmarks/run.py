@@ -151,6 +151,27 @@ def cpu_description():
     return {"cpu_model": model, "isa": [f for f in wanted if f in flags]}
 
 
+def training_step_flops(batch, timesteps, features, units):
+    """Floating-point work of one training step of `LSTM(units)`: its
+    matrix products, at 2 FLOP per multiply-add.
+
+    Forward, per step: `x_t W` and `h_prev U`, 8BDH + 8BH^2 (W and U are
+    `4H` wide). Backward: `dW = x^T dz` (8BDH), `dU = h_prev^T dz` (8BH^2)
+    and the gradient reaching `h_prev`, `dz U^T` (8BH^2); the inputs, data,
+    need no gradient. In all `16 B T D H + 24 B T H^2`; the gate arithmetic
+    and the Dense head are left out (a few percent at these sizes).
+    """
+    return 16 * batch * timesteps * units * (features + 1.5 * units)
+
+
+def measure_sgemm(steps):
+    """The machine's SGEMM rate now (GFLOP/s, median), in a fresh worker."""
+    records = run_worker("ours", ["sgemm"], 0, 0, 0, 0, steps=steps, warmup=2)
+    rate = statistics.median(records["sgemm"])
+    print(f"sgemm {rate:.0f} GFLOP/s", file=sys.stderr, flush=True)
+    return rate
+
+
 def measure(args):
     """Runs all rounds; returns `{shape: {task: {impl: [per-round]}}}`."""
     tasks = [t for choice in args.tasks for t in TASKS[choice]]
@@ -215,6 +236,11 @@ def measure(args):
                     file=sys.stderr,
                     flush=True,
                 )
+        if "train" in tasks:
+            # Once a round, beside the steps it is compared with.
+            raw.setdefault("sgemm", []).append(
+                measure_sgemm(5 if args.quick else 20)
+            )
         # A run cut short still leaves its finished rounds behind.
         os.makedirs(os.path.dirname(args.output), exist_ok=True)
         with open(args.output + ".partial.json", "w") as file:
@@ -265,8 +291,9 @@ def _speedups(per_impl, impls):
 def summarize(raw, impls):
     """Medians over rounds and ours-vs-peer ratios (peer / ours, per round)."""
     summary = {}
+    sgemm = statistics.median(raw["sgemm"]) if raw.get("sgemm") else None
     for shape, tasks in raw.items():
-        if shape == "memory":
+        if shape in ("memory", "sgemm"):
             continue
         summary[shape] = {}
         for task in TASK_LABELS:
@@ -283,12 +310,27 @@ def summarize(raw, impls):
             if "ours" in per_impl:
                 entry["speedup_vs"] = _speedups(per_impl, impls)
                 entry["speedup_vs_using_min"] = _speedups(fastest, impls)
+            if task == "train" and sgemm:
+                flops = training_step_flops(*SHAPES[shape][:4])
+                entry["gflop_per_step"] = flops / 1e9
+                entry["gflops"] = {
+                    i: flops / t / 1e9 for i, t in entry["median_s"].items()
+                }
+                entry["fraction_of_sgemm"] = {
+                    i: rate / sgemm for i, rate in entry["gflops"].items()
+                }
             summary[shape][task] = entry
         loads = [x for v in tasks["load_average"].values() for x in v]
         summary[shape]["load_average"] = statistics.median(loads)
     if "memory" in raw:
         summary["memory_mib"] = raw["memory"]
+    if sgemm:
+        summary["sgemm_gflops"] = sgemm
     return summary
+
+
+def _shapes(summary):
+    return [s for s in summary if s not in ("memory_mib", "sgemm_gflops")]
 
 
 def markdown(summary, impls):
@@ -299,9 +341,8 @@ def markdown(summary, impls):
         + " | ours (median) | load avg |",
         "|---" * (len(peers) + 4) + "|",
     ]
-    for shape, tasks in summary.items():
-        if shape == "memory_mib":
-            continue
+    for shape in _shapes(summary):
+        tasks = summary[shape]
         batch, timesteps, features, units, _ = SHAPES[shape]
         name = f"{shape} (B={batch}, T={timesteps}, D={features}, H={units})"
         if shape in APPS:
@@ -330,6 +371,8 @@ def markdown(summary, impls):
         for key, values in summary["memory_mib"].items():
             cells = [f"{values[i]:.1f}" if i in values else "-" for i in impls]
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if "sgemm_gflops" in summary:
+        lines += _limit_table(summary, impls)
     lines.append("")
     lines.append(
         "Ratios are peer time / our time (above 1: ours is faster), median "
@@ -341,6 +384,38 @@ def markdown(summary, impls):
     return "\n".join(lines)
 
 
+def _limit_table(summary, impls):
+    """Each training step's achieved GFLOP/s and share of the SGEMM rate."""
+    lines = [
+        "",
+        f"Machine SGEMM rate (float32 tf.matmul, 2048 x 2048, all cores, "
+        f"median over rounds): {summary['sgemm_gflops']:.0f} GFLOP/s. "
+        "Training step work: `16 B T D H + 24 B T H^2` FLOP (matrix "
+        "products, forward and backward).",
+        "",
+        "| shape | GFLOP per step | "
+        + " | ".join(f"{LABELS[i]} GFLOP/s (of SGEMM)" for i in impls)
+        + " |",
+        "|---" * (len(impls) + 2) + "|",
+    ]
+    for shape in _shapes(summary):
+        entry = summary[shape].get("train")
+        if not entry or "gflops" not in entry:
+            continue
+        cells = [
+            f"{entry['gflops'][i]:.0f} ({entry['fraction_of_sgemm'][i]:.0%})"
+            if i in entry["gflops"]
+            else "-"
+            for i in impls
+        ]
+        lines.append(
+            f"| {shape} | {entry['gflop_per_step']:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
 def plot(summary, impls, path):
     import matplotlib
 
@@ -348,7 +423,7 @@ def plot(summary, impls, path):
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    shapes = [s for s in summary if s != "memory_mib"]
+    shapes = _shapes(summary)
     panels = [
         (task, f"{label} (ms)")
         for task, label in TASK_LABELS.items()

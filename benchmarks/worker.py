@@ -30,6 +30,10 @@ Tasks:
   `--app`, the sentiment or speech application's default preset (on
   `keras.layers.LSTM` for `keras_tf`), fed sentences of the embedded SST-2
   sample or tones of 0.4-1 s.
+- `sgemm`: GFLOP/s (not seconds) of float32 `tf.matmul`s of two
+  `SGEMM_SIZE` square matrices on all cores: the machine's own
+  matrix-multiply rate, which `run.py` sets the training steps' achieved
+  rate against.
 - `train_memory` / `infer_memory`: the peak resident memory one training
   step / inference call adds on top of the warmed-up process (Linux
   `VmHWM`, reset through `/proc/self/clear_refs` after warm-up), in MiB.
@@ -62,10 +66,14 @@ TASKS = (
     "latency",
     "serve_b1",
     "serve_b32",
+    "sgemm",
     "train_memory",
     "infer_memory",
 )
 SERVING_IMPLS = ("ours", "keras_tf")
+# Large enough that packing and threading costs vanish, small enough that
+# a product takes well under a second here.
+SGEMM_SIZE = 2048
 # Inference calls are cheap, and a median of a few is noisy: this many
 # per training step timed (warm-up included).
 LATENCY_CALLS_PER_STEP = 20
@@ -368,6 +376,26 @@ def serving_times(args, batch, signature):
     return times[-calls:]
 
 
+def sgemm_rates(args):
+    """GFLOP/s of `SGEMM_SIZE`-square float32 matmuls (TensorFlow), one
+    value per product timed."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a, b = (
+        tf.constant(rng.standard_normal((SGEMM_SIZE, SGEMM_SIZE)), tf.float32)
+        for _ in range(2)
+    )
+    product = tf.function(tf.matmul).get_concrete_function(a, b)
+    rates = []
+    for _ in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        product(a, b).numpy()
+        rates.append(2 * SGEMM_SIZE**3 / (time.perf_counter() - start) / 1e9)
+    return rates[args.warmup :]
+
+
 def peak_memory_mib(args, task):
     """Peak resident memory one step adds after warm-up, in MiB."""
     if task == "infer_memory":
@@ -439,6 +467,8 @@ def main(argv=None):
             values = train_step_times(args)
         elif task == "latency":
             values = latency_times(args)
+        elif task == "sgemm":
+            values = sgemm_rates(args)
         elif task.startswith("serve_b"):
             if signature is None:
                 signature = _exported_signature(args)
