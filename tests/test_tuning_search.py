@@ -264,11 +264,26 @@ def test_nan_trial_is_marked_failed_and_the_search_goes_on(data_dirs, tmp_path):
 # ----------------------------------------------------------------- resume
 
 
+TUNER_ARGS = {
+    "random": [],
+    "bayesian": ["--tuner", "bayesian"],
+    # Hyperband sizes its brackets from the epochs: 3 gives two brackets.
+    "hyperband": ["--tuner", "hyperband", "--epochs", "3"],
+}
+
+
+@pytest.mark.parametrize("tuner", sorted(TUNER_ARGS))
 def test_search_killed_mid_trial_resumes_and_completes(
-    data_dirs, finished_search, tmp_path
+    data_dirs, finished_search, tmp_path, tuner
 ):
+    args = tiny_args(data_dirs, tmp_path / "killed", 3, *TUNER_ARGS[tuner])
+    if tuner == "random":
+        reference_dir = finished_search
+    else:
+        reference_dir = tmp_path / "uninterrupted"
+        reference = tiny_args(data_dirs, reference_dir, 3, *TUNER_ARGS[tuner])
+        assert tune_command.main(reference) == 0
     tune_dir = tmp_path / "killed"
-    args = tiny_args(data_dirs, tune_dir)
     process = run_command(args)
     try:
         deadline = time.time() + 240
@@ -287,7 +302,9 @@ def test_search_killed_mid_trial_resumes_and_completes(
             process.kill()
     ended_before = {e["trial_id"] for e in read_run_log(tune_dir / "search")
                     if e["event"] == "end"}  # fmt: skip
-    assert ended_before and len(ended_before) < 3
+    uninterrupted = read_results_csv(reference_dir / "results.csv")
+    trial_ids = [r["trial_id"] for r in uninterrupted]
+    assert ended_before and len(ended_before) < len(trial_ids)
     trial_files = {
         t: (tune_dir / "search" / f"trial_{t}" / "trial.json").read_text()
         for t in ended_before
@@ -298,10 +315,10 @@ def test_search_killed_mid_trial_resumes_and_completes(
     assert process.returncode == 0, output
 
     rows = read_results_csv(tune_dir / "results.csv")
-    assert [r["trial_id"] for r in rows] == ["0", "1", "2"]
+    assert [r["trial_id"] for r in rows] == trial_ids
     assert {r["status"] for r in rows} == {"COMPLETED"}
     events = read_run_log(tune_dir / "search")
-    for trial_id in ("0", "1", "2"):
+    for trial_id in trial_ids:
         ends = [e for e in events if e["trial_id"] == trial_id
                 and e["event"] == "end"]  # fmt: skip
         assert len(ends) == 1, events
@@ -314,7 +331,6 @@ def test_search_killed_mid_trial_resumes_and_completes(
         assert path.read_text() == text
     # Deterministic trials: the killed-and-resumed search ends with the
     # numbers of the uninterrupted one (same arguments, other folder).
-    uninterrupted = read_results_csv(finished_search / "results.csv")
     for row, reference in zip(rows, uninterrupted, strict=True):
         got, want = numbers(row), numbers(reference)
         assert got.keys() == want.keys()
@@ -381,3 +397,101 @@ def test_chief_and_two_workers_run_each_trial_once(data_dirs, tmp_path):
         summary = json.load(f)
     assert summary["baseline"] is None
     assert (tune_dir / "best" / "model.keras").exists()
+
+
+def test_worker_without_a_chief_fails_naming_the_address(data_dirs, tmp_path):
+    port = free_port()
+    args = tiny_args(data_dirs, tmp_path / "lonely", 2, "--chief-timeout", "2")
+    env = {
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": str(port),
+        "KERASTUNER_TUNER_ID": "worker0",
+    }
+    started = time.time()
+    process = run_command(args, env=env)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 2, output
+    # Bounded: the import, then the 2 s wait; KerasTuner alone waits 1 h.
+    assert time.time() - started < 90
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert len(errors) == 1, output
+    assert f"127.0.0.1:{port}" in errors[0]
+    assert "did not answer within 2 s" in errors[0]
+    assert "Traceback" not in output
+
+
+def _wait_for(predicate, timeout, processes):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        dead = [p for p in processes if p.poll() is not None]
+        assert not dead, dead[0].communicate()[0]
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+# A chief, a worker SIGKILLed mid-trial and the same worker restarted, then
+# the chief SIGKILLed and restarted while the worker trains: ~90 s.
+def test_killed_worker_and_chief_restart_and_every_trial_completes_once(
+    data_dirs, tmp_path
+):
+    tune_dir = tmp_path / "faults"
+    args = tiny_args(data_dirs, tune_dir, 3, "--no-baseline")
+    address = {
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": str(free_port()),
+    }
+    chief_env = {**address, "KERASTUNER_TUNER_ID": "chief"}
+    worker_env = {**address, "KERASTUNER_TUNER_ID": "worker0"}
+    log_dir = tune_dir / "search"
+
+    def events(kind):
+        return [e for e in read_run_log(log_dir) if e["event"] == kind]
+
+    chief = run_command(args, env=chief_env)
+    worker = run_command(args, env=worker_env)
+    processes = [chief, worker]
+    try:
+        # The worker dies in its first trial and comes back under its id.
+        _wait_for(lambda: events("start"), 240, processes)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        assert not events("end")
+        worker = run_command(args, env=worker_env)
+        processes = [chief, worker]
+        # The chief dies while the worker trains its second trial.
+        _wait_for(lambda: len(events("start")) >= 3, 240, processes)
+        chief.send_signal(signal.SIGKILL)
+        chief.wait()
+        chief = run_command(args, env=chief_env)
+        processes = [chief, worker]
+        worker_output = worker.communicate(timeout=300)[0]
+        chief_output = chief.communicate(timeout=300)[0]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert worker.returncode == 0, worker_output
+    assert chief.returncode == 0, chief_output
+
+    log = read_run_log(log_dir)
+    for trial_id in ("0", "1", "2"):
+        ends = [e for e in log if e["trial_id"] == trial_id
+                and e["event"] == "end"]  # fmt: skip
+        assert len(ends) == 1, log
+    # The killed worker's trial ran again, in the restarted process.
+    first = [e for e in log if e["trial_id"] == "0"]
+    assert [e["event"] for e in first] == ["start", "start", "end"], log
+    assert first[0]["pid"] != first[1]["pid"] == first[2]["pid"]
+    rows = read_results_csv(tune_dir / "results.csv")
+    assert [r["trial_id"] for r in rows] == ["0", "1", "2"]
+    assert {r["status"] for r in rows} == {"COMPLETED"}
+
+
+def test_chief_timeout_must_be_positive(data_dirs, tmp_path, capsys):
+    args = tiny_args(data_dirs, tmp_path / "t", 2, "--chief-timeout", "0")
+    assert tune_command.main(args) == 2
+    assert "--chief-timeout must be positive" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="chief_timeout"):
+        tune(TuneConfig(app="sentiment", data="sample"), tmp_path, None, 0)

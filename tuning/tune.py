@@ -39,7 +39,11 @@ Distributed: start the same command once with KERASTUNER_TUNER_ID=chief
 and once per worker with KERASTUNER_TUNER_ID=worker0, worker1, ..., all
 with KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set to the chief's
 address; TUNE_DIR must be a folder all of them share. The oracle's gRPC
-port is unauthenticated: keep it on a private network.
+port is unauthenticated: keep it on a private network. A worker waits
+--chief-timeout seconds for the chief (at its start, and if the chief goes
+away: restart the chief with the same command and the workers carry on),
+then exits 2 naming the address. A worker killed mid-trial and restarted
+with the same KERASTUNER_TUNER_ID runs that trial again.
 """
 
 # Tuned hyperparameters: (flag, help). Values are LOW:HIGH.
@@ -164,6 +168,14 @@ def parse_args(argv=None):
         help="delete a previous search in TUNE_DIR and start over",
     )
     parser.add_argument(
+        "--chief-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a worker's wait for the chief, at start and whenever it is "
+        "gone, before it fails (default 300)",
+    )
+    parser.add_argument(
         "--verbose",
         type=int,
         default=2,
@@ -212,12 +224,20 @@ def main(argv=None):
     except (TypeError, ValueError) as error:
         print(f"lstm-keras-tune: error: {error}", file=sys.stderr)
         return 2
+    if args.chief_timeout <= 0:
+        print(
+            "lstm-keras-tune: error: --chief-timeout must be positive, got "
+            f"{args.chief_timeout:g}",
+            file=sys.stderr,
+        )
+        return 2
+    from lstm_keras.tuning import ChiefUnreachableError
     from lstm_keras.tuning import StateFileError
     from lstm_keras.tuning import tune
 
     try:
-        summary = tune(config, args.dir)
-    except StateFileError as error:
+        summary = tune(config, args.dir, chief_timeout=args.chief_timeout)
+    except (StateFileError, ChiefUnreachableError) as error:
         print(f"lstm-keras-tune: error: {error}", file=sys.stderr)
         return 2
     if summary is None:

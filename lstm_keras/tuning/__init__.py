@@ -15,6 +15,7 @@ from lstm_keras.tuning.hypermodels import ApplicationHyperModel
 from lstm_keras.tuning.hypermodels import SentimentHyperModel
 from lstm_keras.tuning.hypermodels import SpeechHyperModel
 from lstm_keras.tuning.resume import StateFileError
+from lstm_keras.tuning.search import ChiefUnreachableError
 from lstm_keras.tuning.search import TuneConfig
 from lstm_keras.tuning.search import tune
 from lstm_keras.tuning.search_space import SearchSpace
@@ -22,6 +23,7 @@ from lstm_keras.tuning.search_space import SearchSpace
 __all__ = [
     "HYPERMODELS",
     "ApplicationHyperModel",
+    "ChiefUnreachableError",
     "SearchSpace",
     "SentimentHyperModel",
     "SpeechHyperModel",

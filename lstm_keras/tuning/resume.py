@@ -22,6 +22,14 @@ repeat work when the process is killed at the wrong moment:
    before `oracle.json` was saved is counted but never run. Here every
    trial still RUNNING on reload is queued, its partial metrics dropped.
 
+5. Distributed, a restarted chief sends every trial its workers were
+   running for retry, while those workers, still alive, finish them: each
+   such trial would run twice. Here a chief that serves workers keeps the
+   trials its workers hold, and a worker restarted under the same
+   `KERASTUNER_TUNER_ID` is handed its trial again (KerasTuner's own
+   rule), with the killed run's partial metrics dropped. A worker that
+   never comes back holds its trial until one is started under its id.
+
 A re-run trial builds and trains from the same seed (see
 `ApplicationHyperModel`), so it ends as the uninterrupted one would have.
 `check_state_files` turns a corrupt or truncated state file into a
@@ -114,35 +122,75 @@ class AtomicOracleMixin:
 
     def reload(self):
         super().reload()
-        repair_reloaded(self)
+        held = {}
+        if serves_workers():
+            # `Oracle.reload` sent the workers' trials for retry: read back
+            # which worker held which (point 5).
+            with open(self._get_oracle_fname()) as f:
+                held = json.load(f).get("ongoing_trials", {})
+        repair_reloaded(self, held)
+
+    def create_trial(self, tuner_id):
+        if serves_workers() and tuner_id in self.ongoing_trials:
+            # The worker was restarted mid-trial and runs it again.
+            _drop_metrics(self.ongoing_trials[tuner_id])
+        return super().create_trial(tuner_id)
 
 
-def repair_reloaded(oracle):
-    """Fixes points 3 and 4 of the module docstring on a reloaded oracle."""
+def serves_workers():
+    """Whether this process is the chief of a distributed search."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get(
+        "KERASTUNER_TUNER_ID", ""
+    )
+
+
+def _drop_metrics(trial):
+    # The killed run's numbers, if it reported any, must not be averaged
+    # with the re-run's.
+    trial.metrics = metrics_tracking.MetricsTracker()
+    trial.score = None
+    trial.best_step = 0
+
+
+def repair_reloaded(oracle, held=None):
+    """Fixes points 3-5 of the module docstring on a reloaded oracle.
+
+    Args:
+        oracle: The reloaded oracle.
+        held: `{tuner_id: trial_id}` of trials live workers hold, which
+            stay theirs instead of being queued. Defaults to none.
+    """
+    held = {
+        tuner_id: trial_id
+        for tuner_id, trial_id in (held or {}).items()
+        if oracle.trials[trial_id].status not in ENDED
+    }
     queue = []
     for trial_id in oracle._retry_queue:
         trial = oracle.trials[trial_id]
         if trial.status in ENDED:
             _mark_ended(oracle, trial)
-        elif trial_id not in queue:
+        elif trial_id not in queue and trial_id not in held.values():
             queue.append(trial_id)
     for trial_id, trial in sorted(oracle.trials.items()):
         if trial.status in ENDED:
             _mark_ended(oracle, trial)
-        elif trial.status == RUNNING and trial_id not in queue:
+        elif (
+            trial.status == RUNNING
+            and trial_id not in queue
+            and trial_id not in held.values()
+        ):
             queue.append(trial_id)
             if trial_id not in oracle.start_order:
                 oracle.start_order.append(trial_id)
             oracle._record_values(trial)
     for trial_id in queue:
-        # The killed run's numbers, if it reported any, must not be
-        # averaged with the re-run's.
-        trial = oracle.trials[trial_id]
-        trial.metrics = metrics_tracking.MetricsTracker()
-        trial.score = None
-        trial.best_step = 0
+        _drop_metrics(oracle.trials[trial_id])
     # `create_trial` pops from the end: keep the oldest first to re-run.
     oracle._retry_queue = list(reversed(queue))
+    oracle.ongoing_trials = {
+        tuner_id: oracle.trials[trial_id] for tuner_id, trial_id in held.items()
+    }
 
 
 def _mark_ended(oracle, trial):

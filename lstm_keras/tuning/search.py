@@ -19,9 +19,16 @@ The same command started again resumes: finished trials are kept, the
 trial that was running is run again (see `lstm_keras.tuning.resume`).
 Started with KerasTuner's `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`
 and `KERASTUNER_ORACLE_PORT`, the process is the chief (it serves the
-oracle, then writes the outputs) or a worker (it runs trials).
+oracle, then writes the outputs) or a worker (it runs trials). A worker
+waits at most `chief_timeout` seconds for the chief, at its start and
+whenever the chief is gone (a chief restarted with the same command
+within that time is picked up again), then fails with
+`ChiefUnreachableError`; KerasTuner alone would wait an hour per call.
+A worker restarted with the same `KERASTUNER_TUNER_ID` is handed the trial
+it was running again.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -43,6 +50,9 @@ from lstm_keras.tuning.hypermodels import read_records
 from lstm_keras.tuning.search_space import SearchSpace
 
 TUNERS = tuple(resume.TUNERS)
+# How long a worker waits for the chief: long enough for the chief to load
+# the data and start its server after the workers were started.
+CHIEF_TIMEOUT_SECONDS = 300
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
 PROJECT = "search"
 # Settings that may change between a search and its resumption.
@@ -167,6 +177,65 @@ def distributed_role():
         return None
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
     return "chief" if "chief" in tuner_id else "worker"
+
+
+class ChiefUnreachableError(RuntimeError):
+    """A worker could not reach the chief's oracle in time."""
+
+
+def chief_address():
+    return (
+        f"{os.environ['KERASTUNER_ORACLE_IP']}:"
+        f"{os.environ['KERASTUNER_ORACLE_PORT']}"
+    )
+
+
+def _unreachable(timeout):
+    return ChiefUnreachableError(
+        f"The tuning chief at {chief_address()} (KERASTUNER_ORACLE_IP:"
+        f"KERASTUNER_ORACLE_PORT) did not answer within {timeout:g} s; start "
+        "the chief (KERASTUNER_TUNER_ID=chief) with the same command, or "
+        "check the address."
+    )
+
+
+def wait_for_chief(timeout):
+    """Returns once the chief's gRPC server accepts connections.
+
+    Raises:
+        ChiefUnreachableError: It did not within `timeout` seconds.
+    """
+    import grpc
+
+    channel = grpc.insecure_channel(chief_address())
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise _unreachable(timeout) from None
+    finally:
+        channel.close()
+
+
+@contextlib.contextmanager
+def chief_calls_bounded(timeout):
+    """KerasTuner's worker calls to the chief wait `timeout` seconds (not
+    an hour) for it, and a call that fails says which chief."""
+    import grpc
+    from keras_tuner.src.distribute import oracle_client
+
+    saved = oracle_client.TIMEOUT
+    oracle_client.TIMEOUT = timeout
+    try:
+        yield
+    except grpc.RpcError as error:
+        if error.code() in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        ):
+            raise _unreachable(timeout) from error
+        raise
+    finally:
+        oracle_client.TIMEOUT = saved
 
 
 # ------------------------------------------------------------------ setup
@@ -325,7 +394,12 @@ def make_tuner(config, hypermodel, tune_dir):
 # ----------------------------------------------------------------- search
 
 
-def tune(config, tune_dir, hypermodel_class=None):
+def tune(
+    config,
+    tune_dir,
+    hypermodel_class=None,
+    chief_timeout=CHIEF_TIMEOUT_SECONDS,
+):
     """Runs (or resumes) the search of `config`; see the module docstring.
 
     Runs with TF's deterministic ops, so a trial run twice (resumed) gives
@@ -337,12 +411,27 @@ def tune(config, tune_dir, hypermodel_class=None):
         hypermodel_class: Optional subclass of the application's
             hypermodel class (`HYPERMODELS[config.app]`) to search with;
             made with the same arguments. The baseline uses it too.
+        chief_timeout: Seconds a worker waits for the chief, at its start
+            and whenever it is gone. Defaults to `CHIEF_TIMEOUT_SECONDS`.
 
     Returns:
         The dict written to `summary.json`, or `None` in a worker process.
+
+    Raises:
+        ChiefUnreachableError: In a worker, the chief did not answer in
+            time.
     """
+    if chief_timeout <= 0:
+        raise ValueError(
+            f"Argument chief_timeout must be positive, got {chief_timeout!r}."
+        )
     with runner.deterministic_ops():
-        return _tune(config, tune_dir, hypermodel_class)
+        if distributed_role() != "worker":
+            return _tune(config, tune_dir, hypermodel_class)
+        # Fail fast, before loading any data.
+        wait_for_chief(chief_timeout)
+        with chief_calls_bounded(chief_timeout):
+            return _tune(config, tune_dir, hypermodel_class)
 
 
 def _tune(config, tune_dir, hypermodel_class):
