@@ -92,6 +92,21 @@ def _run(layer, x, mask=None, initial_state=None, training=False):
     return [r.numpy() for r in results], [g.numpy() for g in gradients]
 
 
+def _inputs(rng, mask_name):
+    """Inputs (NaN in the padding of mask `mask_name`, if any), the mask
+    and random initial states."""
+    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
+    mask = None
+    if mask_name is not None:
+        # Padding may hold anything: NaN must not reach outputs or gradients.
+        mask = MASKS[mask_name]
+        x[~mask] = np.nan
+    states = [
+        rng.normal(size=(BATCH, UNITS)).astype("float32") for _ in range(2)
+    ]
+    return x, mask, states
+
+
 def _assert_fast_equals_generic(make_layer, x, calls, **call_kwargs):
     layer = make_layer()
     fast = _run(layer, x, **call_kwargs)
@@ -118,14 +133,7 @@ def _assert_fast_equals_generic(make_layer, x, calls, **call_kwargs):
     ids=lambda o: "-".join(o) or "default",
 )
 def test_matches_generic_path(kernels, fast_path_calls, rng, mask, options):
-    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
-    if mask is not None:
-        # Padding may hold anything: NaN must not reach outputs or gradients.
-        x[~MASKS[mask]] = np.nan
-        mask = MASKS[mask]
-    states = [
-        rng.normal(size=(BATCH, UNITS)).astype("float32") for _ in range(2)
-    ]
+    x, mask, states = _inputs(rng, mask)
     fast = _assert_fast_equals_generic(
         lambda: lstm_keras.LSTM(UNITS, **options),
         x,
@@ -271,13 +279,7 @@ def test_recurrent_dropout_matches_generic(
 ):
     """One mask per sequence on h_prev, forward and backpropagation, with
     every mask kind (a masked step keeps the undropped h)."""
-    x = rng.normal(size=(BATCH, TIMESTEPS, FEATURES)).astype("float32")
-    if mask is not None:
-        x[~MASKS[mask]] = np.nan
-        mask = MASKS[mask]
-    states = [
-        rng.normal(size=(BATCH, UNITS)).astype("float32") for _ in range(2)
-    ]
+    x, mask, states = _inputs(rng, mask)
     recurrent_mask = (rng.random((BATCH, UNITS)) > 0.4) / 0.6
     input_mask = (rng.random((BATCH, FEATURES)) > 0.3) / 0.7
 

@@ -783,12 +783,14 @@ def test_invalid_use_cudnn_raises(value):
 
 def test_use_cudnn_true_without_fast_path_raises_like_keras(rng):
     x = rng.standard_normal((B, T, D)).astype("float32")
-    # Recurrent dropout is something no fast path (cuDNN) covers.
-    layer = LSTM(H, use_cudnn=True, recurrent_dropout=0.5)
+    # No fast path of ours (cuDNN, the CPU ops) covers a relu activation,
+    # and Keras's cuDNN path no recurrent dropout, on every backend.
+    options = dict(use_cudnn=True, activation="relu", recurrent_dropout=0.5)
+    layer = LSTM(H, **options)
     layer.build((None, T, D))
     with pytest.raises(ValueError, match=r"use_cudnn=True"):
         layer(x, training=True)
-    reference = keras.layers.LSTM(H, use_cudnn=True, recurrent_dropout=0.5)
+    reference = keras.layers.LSTM(H, **options)
     with pytest.raises(ValueError, match=r"use_cudnn=True"):
         reference(x, training=True)
 

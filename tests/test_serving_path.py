@@ -60,6 +60,20 @@ def function_ops(concrete):
     return ops
 
 
+def built_layer(config, x, rng):
+    """`lstm_keras.LSTM(UNITS, **config)` built on `x`, with random biases
+    and peepholes (zeros would hide a swapped gate)."""
+    layer = lstm_keras.LSTM(UNITS, **config)
+    layer(x)
+    if config.get("use_peepholes"):
+        for weight in ("input", "forget", "output"):
+            peephole = getattr(layer.cell, f"{weight}_peephole")
+            peephole.assign(rng.normal(size=UNITS).astype("float32"))
+    if layer.cell.use_bias:
+        layer.cell.bias.assign(rng.normal(size=4 * UNITS).astype("float32"))
+    return layer
+
+
 CONFIGS = [
     dict(go_backwards=go_backwards, return_sequences=return_sequences)
     for go_backwards, return_sequences in itertools.product(
@@ -77,15 +91,8 @@ CONFIGS = [
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(c))
 @pytest.mark.parametrize("batch", [3, 9])
 def test_exported_path_matches_generic_path(config, batch, rng):
-    layer = lstm_keras.LSTM(UNITS, **config)
     x = rng.normal(size=(batch, TIMESTEPS, FEATURES)).astype("float32")
-    layer(x)
-    if config.get("use_peepholes"):
-        for weight in ("input", "forget", "output"):
-            peephole = getattr(layer.cell, f"{weight}_peephole")
-            peephole.assign(rng.normal(size=UNITS).astype("float32"))
-    if layer.cell.use_bias:
-        layer.cell.bias.assign(rng.normal(size=4 * UNITS).astype("float32"))
+    layer = built_layer(config, x, rng)
     h0, c0 = rng.normal(size=(2, batch, UNITS)).astype("float32")
     for kind, mask in masks(batch, rng).items():
         # Initial states with half of the mask kinds, which keeps the
@@ -137,14 +144,8 @@ def test_packed_loops_run_each_row_over_its_own_length(
     generic path; a batch bigger than `BLOCK_LSTM_MAX_BATCH` takes them."""
     monkeypatch.setattr(serving, "LOOP_SHARDS", shards)
     batch, timesteps = 11, 19
-    layer = lstm_keras.LSTM(UNITS, **config)
     x = rng.normal(size=(batch, timesteps, FEATURES)).astype("float32")
-    layer(x)
-    if config.get("use_peepholes"):
-        for weight in ("input", "forget", "output"):
-            peephole = getattr(layer.cell, f"{weight}_peephole")
-            peephole.assign(rng.normal(size=UNITS).astype("float32"))
-    layer.cell.bias.assign(rng.normal(size=4 * UNITS).astype("float32"))
+    layer = built_layer(config, x, rng)
     lengths = rng.integers(0, timesteps + 1, size=batch)
     lengths[:4] = [timesteps, 0, 5, 5]
     mask = np.arange(timesteps)[None] < lengths[:, None]
