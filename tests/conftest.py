@@ -18,7 +18,18 @@ def pytest_addoption(parser):
     )
 
 
+# Modules of long tests (subprocesses, searches, training runs): run first,
+# so that under `-n 2` neither worker is left with them at the end while
+# the other idles.
+LONG_MODULES = (
+    "test_tuning_search.py",
+    "test_training_command.py",
+    "test_distributed.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in LONG_MODULES)
     skip_slow = pytest.mark.skip(reason="slow: pass --run-slow to run it")
     skip_tf = pytest.mark.skip(
         reason=f"needs the TensorFlow backend (running on {BACKEND})"
