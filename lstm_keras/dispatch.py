@@ -17,7 +17,8 @@ Dispatch rules, in order:
    `keras.ops`, which runs on every backend.
 
 Fast paths, in the order they are tried (TensorFlow: cuDNN, then its CPU
-ops, then the stock-op path of exports; JAX: cuDNN; torch: `torch._VF.lstm`):
+ops, then the LiteRT path, then the stock-op path of exports; JAX: cuDNN;
+torch: `torch._VF.lstm`):
 
 - cuDNN (`lstm_keras.backends.tensorflow.cudnn`: `CudnnRNNV3`;
   `lstm_keras.backends.jax.cudnn`: `jax.experimental.rnn.lstm`;
@@ -74,6 +75,15 @@ ops, then the stock-op path of exports; JAX: cuDNN; torch: `torch._VF.lstm`):
   custom op nor a `CudnnRNN` op and serve on any TensorFlow, TF Serving
   included. It covers float32, the default activations, peepholes and any
   mask; other configurations export on the generic path.
+- TensorFlow's LiteRT path (`lstm_keras.backends.tensorflow.litert`), only
+  while a graph is traced for the TFLite converter
+  (`export_context.tracing_for_litert()`: inside
+  `lstm_keras.export.export_litert` and
+  `tf.lite.TFLiteConverter.from_keras_model`), where the export path
+  declines: a function the converter turns into its fused
+  `UNIDIRECTIONAL_SEQUENCE_LSTM` kernel (fixed batch size, final states
+  unused, no mask or a batch of one), else the export path's masked loop,
+  all builtin LiteRT ops. Same coverage as the export path.
 """
 
 import contextlib
@@ -244,15 +254,18 @@ def _register_builtin_fast_paths():
         from lstm_keras.backends.tensorflow import cudnn
         from lstm_keras.backends.tensorflow import export_context
         from lstm_keras.backends.tensorflow import fast_path
+        from lstm_keras.backends.tensorflow import litert
         from lstm_keras.backends.tensorflow import serving
 
         register_fast_path(
             "tensorflow",
             cudnn.lstm_sequence,
             fast_path.lstm_sequence,
+            litert.lstm_sequence,
             serving.lstm_sequence,
         )
         export_context.install_keras_export_hook()
+        export_context.install_litert_converter_hook()
     elif backend == "jax":
         from lstm_keras.backends.jax import cudnn
 

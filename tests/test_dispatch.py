@@ -146,6 +146,7 @@ def test_builtin_fast_paths_of_the_active_backend():
             "tensorflow": [
                 prefix + "tensorflow.cudnn.lstm_sequence",
                 prefix + "tensorflow.fast_path.lstm_sequence",
+                prefix + "tensorflow.litert.lstm_sequence",
                 prefix + "tensorflow.serving.lstm_sequence",
             ],
             "jax": [prefix + "jax.cudnn.lstm_sequence"],

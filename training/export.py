@@ -1,24 +1,33 @@
-"""Command line: export a `.keras` model for TensorFlow Serving.
+"""Command line: export a `.keras` model for TensorFlow Serving or LiteRT.
 
-Writes `MODEL_BASE_PATH/<version>/` (`saved_model.pb`, `variables/`,
-`assets/`, `fingerprint.pb`) with the `serving_default` signature of
-`lstm_keras.export`, then prints the path and the signatures.
+`--format saved_model` (the default) writes `MODEL_BASE_PATH/<version>/`
+(`saved_model.pb`, `variables/`, `assets/`, `fingerprint.pb`) with the
+`serving_default` signature of `lstm_keras.export`, then prints the path
+and the signatures. `--format litert` writes one `.tflite` file for the
+LiteRT interpreter (`lstm_keras.export.export_litert`), optionally
+quantized.
 
 Examples:
     lstm-keras-export runs/sst2/model.keras --model-base-path models/sentiment
     lstm-keras-export runs/fsdd/model.keras --model-base-path models/digits --version 2
-    python -m training.export model.keras --model-base-path models/m --overwrite
+    lstm-keras-export runs/fsdd/model.keras --format litert --out digits.tflite \
+        --quantize int8 --representative-data ../shared/data/fsdd/recordings
 """
 
 import argparse
 import os
 import sys
 
+import numpy as np
+
 EXAMPLES = """\
 examples:
   lstm-keras-export runs/sst2/model.keras --model-base-path models/sentiment
   lstm-keras-export runs/fsdd/model.keras --model-base-path models/digits --version 2
   python -m training.export model.keras --model-base-path models/m --overwrite
+  lstm-keras-export runs/fsdd/model.keras --format litert --out digits.tflite
+  lstm-keras-export runs/fsdd/model.keras --format litert --out digits-int8.tflite \
+    --quantize int8 --representative-data ../shared/data/fsdd/recordings
 
 Then serve it (TF Serving watches MODEL_BASE_PATH and loads the highest
 version):
@@ -35,8 +44,19 @@ zero-padded at the end) for speech; outputs `probabilities` (float32
 [batch]). Signature metadata: `class_names` and `sample_rate`. Any other
 model keeps its own input and output names. See docs/serving.md.
 
+LiteRT (--format litert): one .tflite file at --out, batch size fixed
+(--batch-size, default 1), LSTMs as TFLite's fused LSTM kernel, builtin ops
+only; a speech model takes the raw waveform (float32 [batch, samples]) and
+returns `probabilities`; class names go to OUT.labels.txt. --quantize
+dynamic stores int8 weights; --quantize int8 also runs int8 activations,
+calibrated on the training split of --representative-data (a dataset
+source as lstm-keras-train's --data takes: a folder, "sample", a TFDS
+name; or a .npy file of examples). Models with string inputs (sentiment)
+are refused. See docs/serving.md.
+
 Exit status: 0 on success; 2 on a user error (a missing or unreadable model
-file, an existing version without --overwrite), printed as one line.
+file, an existing version or file without --overwrite, a bad option),
+printed as one line.
 """
 
 
@@ -53,10 +73,43 @@ def parse_args(argv=None):
     )
     parser.add_argument("model", metavar="MODEL.keras", help="the model file")
     parser.add_argument(
+        "--format",
+        choices=("saved_model", "litert"),
+        default="saved_model",
+        help="a TF Serving SavedModel version, or a LiteRT file (default "
+        "saved_model)",
+    )
+    parser.add_argument(
         "--model-base-path",
-        required=True,
         metavar="PATH",
-        help="the model's folder; the version is written in PATH/VERSION/",
+        help="saved_model: the model's folder; the version is written in "
+        "PATH/VERSION/ (required)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        help="litert: the .tflite file to write (required)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("none", "dynamic", "int8"),
+        default="none",
+        help="litert: none (float32), dynamic (int8 weights) or int8 (int8 "
+        "weights and activations; needs --representative-data) (default "
+        "none)",
+    )
+    parser.add_argument(
+        "--representative-data",
+        metavar="SOURCE",
+        help="litert, int8: the data whose training split calibrates the "
+        "activations (a folder, 'sample', a TFDS name, or a .npy file of "
+        "examples)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="litert: the batch size the file runs at (default 1)",
     )
     parser.add_argument(
         "--version",
@@ -89,13 +142,51 @@ def load(path):
         ) from error
 
 
+def check_args(args):
+    """The first user error among the flags, as a message, or `None`."""
+    if args.format == "saved_model":
+        if args.model_base_path is None:
+            return "--model-base-path is required with --format saved_model"
+        if args.version < 1:
+            return f"--version must be a positive integer, got {args.version}"
+        return None
+    if args.out is None:
+        return "--out is required with --format litert"
+    if args.batch_size < 1:
+        return f"--batch-size must be a positive integer, got {args.batch_size}"
+    if args.quantize == "int8" and args.representative_data is None:
+        return "--quantize int8 needs --representative-data SOURCE"
+    return None
+
+
+def representative_examples(source, model):
+    """Unbatched inputs of `model` from the training split of `source`."""
+    if source.endswith(".npy"):
+        if not os.path.isfile(source):
+            raise ValueError(
+                f"--representative-data file {source!r} does not exist."
+            )
+        return list(np.load(source))
+    from lstm_keras.applications import SpeechClassifier
+    from lstm_keras.datasets import load_dataset
+
+    if not isinstance(model, SpeechClassifier):
+        raise ValueError(
+            f"--representative-data {source!r}: a dataset source calibrates "
+            "a speech model; for any other model pass a .npy file of "
+            "examples."
+        )
+    splits = load_dataset(source, "speech")
+    return (
+        waveform.numpy() for waveform, _ in splits.train.shuffle(4096, seed=0)
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if args.version < 1:
-        print(
-            f"error: --version must be a positive integer, got {args.version}",
-            file=sys.stderr,
-        )
+    problem = check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from lstm_keras import export
 
@@ -103,13 +194,29 @@ def main(argv=None):
         print(f"loading {args.model} ...", file=sys.stderr, flush=True)
         model = load(args.model)
         print("exporting ...", file=sys.stderr, flush=True)
-        export.export_for_serving(
-            model,
-            args.model_base_path,
-            version=args.version,
-            overwrite=args.overwrite,
-            verbose=True,
-        )
+        if args.format == "saved_model":
+            export.export_for_serving(
+                model,
+                args.model_base_path,
+                version=args.version,
+                overwrite=args.overwrite,
+                verbose=True,
+            )
+        else:
+            examples = None
+            if args.representative_data is not None:
+                examples = representative_examples(
+                    args.representative_data, model
+                )
+            export.export_litert(
+                model,
+                args.out,
+                quantize=args.quantize,
+                representative_data=examples,
+                batch_size=args.batch_size,
+                overwrite=args.overwrite,
+                verbose=True,
+            )
     except (ValueError, FileExistsError) as error:
         # One line, whatever the loader's message spans.
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)

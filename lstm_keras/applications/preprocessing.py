@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from lstm_keras.backends.tensorflow import export_context
+
 # Added to the mel power before the log, so that silence stays finite.
 _LOG_OFFSET = 1e-6
 
@@ -145,6 +147,27 @@ def mel_weight_matrix(
     return weights.astype("float32")
 
 
+def dft_matrix(frame_length, fft_length):
+    """The windowed real DFT as a matrix `[fft_length, 2 (fft_length//2+1)]`.
+
+    A frame of `fft_length` samples times this matrix gives the real parts
+    of its spectrum, then the imaginary parts, as `keras.ops.stft` computes
+    them with `window="hann"`: a periodic Hann window of `frame_length`
+    samples, centred in the frame by zeros.
+    """
+    bins = fft_length // 2 + 1
+    left = (fft_length - frame_length) // 2
+    window = np.zeros(fft_length)
+    n = np.arange(frame_length)
+    window[left : left + frame_length] = 0.5 - 0.5 * np.cos(
+        2 * np.pi * n / frame_length
+    )
+    angle = 2 * np.pi * np.outer(np.arange(fft_length), np.arange(bins))
+    angle /= fft_length
+    matrix = np.concatenate([np.cos(angle), -np.sin(angle)], axis=1)
+    return (window[:, None] * matrix).astype("float32")
+
+
 def waveform_lengths(waveforms):
     """Samples up to and including the last non-zero one, per clip.
 
@@ -264,18 +287,45 @@ class LogMelSpectrogram(keras.layers.Layer):
         # Padding by one frame gives every clip, however short, at least
         # one frame, and frames = samples // frame_step + 1 in all cases.
         waveforms = ops.pad(waveforms, [[0, 0], [0, self.frame_length]])
-        real, imag = ops.stft(
-            waveforms,
-            sequence_length=self.frame_length,
-            sequence_stride=self.frame_step,
-            fft_length=self.fft_length,
-            window="hann",
-            center=False,
-        )
-        power = ops.square(real) + ops.square(imag)
+        if export_context.tracing_for_litert():
+            power = self._power_by_matmul(waveforms)
+        else:
+            real, imag = ops.stft(
+                waveforms,
+                sequence_length=self.frame_length,
+                sequence_stride=self.frame_step,
+                fft_length=self.fft_length,
+                window="hann",
+                center=False,
+            )
+            power = ops.square(real) + ops.square(imag)
         # power: <float32>[batch, frames, fft_length // 2 + 1]
         mel = ops.matmul(power, ops.convert_to_tensor(self._mel_weights))
         return ops.log(mel + _LOG_OFFSET)
+
+    def _power_by_matmul(self, waveforms):
+        """The power spectrum as `ops.stft` gives it, from builtin LiteRT ops.
+
+        For graphs traced for the TFLite converter: frames gathered by
+        index and one matmul with `dft_matrix`, instead of `tf.signal.stft`,
+        whose framing stops the converter from fusing the LSTM that follows
+        and whose complex FFT int8 quantization cannot take.
+        """
+        samples = tf.shape(waveforms)[1]
+        frames = tf.maximum(
+            0, 1 + (samples - self.fft_length) // self.frame_step
+        )
+        starts = tf.range(frames) * self.frame_step
+        indices = starts[:, None] + tf.range(self.fft_length)[None, :]
+        framed = tf.gather(waveforms, indices, axis=1)
+        spectrum = ops.matmul(
+            framed,
+            ops.convert_to_tensor(
+                dft_matrix(self.frame_length, self.fft_length)
+            ),
+        )
+        real, imag = ops.split(spectrum, 2, axis=-1)
+        return ops.square(real) + ops.square(imag)
 
     def compute_mask(self, waveforms, previous_mask=None):
         # Frame i starts at sample i * frame_step, for i up to

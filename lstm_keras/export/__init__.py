@@ -7,6 +7,9 @@
   SavedModel holds; see `lstm_keras.export.graph`.
 - `write_warmup_requests`, `read_warmup_requests`: TF Serving's warm-up
   file; see `lstm_keras.export.warmup`.
+- `export_litert(model, path)`: a LiteRT (TensorFlow Lite) file for
+  devices, LSTMs as TFLite's fused kernel, optionally quantized; see
+  `lstm_keras.export.litert`.
 """
 
 from lstm_keras.export.graph import FORBIDDEN_OP_PREFIXES
@@ -16,6 +19,8 @@ from lstm_keras.export.graph import describe
 from lstm_keras.export.graph import graph_ops
 from lstm_keras.export.graph import nonstandard_ops
 from lstm_keras.export.graph import state_writes
+from lstm_keras.export.litert import export_litert
+from lstm_keras.export.litert import litert_ops
 from lstm_keras.export.saved_model import export_for_serving
 from lstm_keras.export.saved_model import write_saved_model
 from lstm_keras.export.signatures import METADATA_SIGNATURE
@@ -29,7 +34,9 @@ __all__ = [
     "STATEFUL_WRITE_OPS",
     "describe",
     "export_for_serving",
+    "export_litert",
     "graph_ops",
+    "litert_ops",
     "nonstandard_ops",
     "read_warmup_requests",
     "state_writes",

@@ -228,30 +228,12 @@ def _check_written(model, path):
 def _tracing(model):
     """Traces the inference graph that a server should run.
 
-    Inside `export_tracing()` (stock ops only), and with recurrent cells'
-    dropout rates at 0: Keras's `RNN.call` draws the cells' dropout masks
-    even when not training (and throws them away), which would put a write
-    of the seed generator's state into every request. Inference does not
-    depend on the rates, so the outputs are unchanged.
+    Inside `export_tracing()` (stock ops only), with the recurrent cells'
+    dropout rates at 0 (`export_context.inference_dropout_off`).
     """
-    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
-
-    cells = [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, DropoutRNNCell)
-    ]
-    rates = [(cell.dropout, cell.recurrent_dropout) for cell in cells]
-    try:
-        for cell in cells:
-            cell.dropout = cell.recurrent_dropout = 0.0
+    with export_context.inference_dropout_off(model):
         with export_context.export_tracing():
             yield
-    finally:
-        for cell, (dropout, recurrent_dropout) in zip(
-            cells, rates, strict=True
-        ):
-            cell.dropout, cell.recurrent_dropout = dropout, recurrent_dropout
 
 
 def _archive(model, api):

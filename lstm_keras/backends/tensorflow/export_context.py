@@ -6,6 +6,14 @@ ops nor, often, a GPU. While `exporting()` is true the fast paths that add
 such ops (our C++ ops, cuDNN's) decline, and `lstm_keras.LSTM` runs on
 stock TensorFlow ops instead (`lstm_keras.backends.tensorflow.serving`).
 
+While `tracing_for_litert()` is also true the graph is for the TFLite
+converter, which has no kernel for some of those stock ops (`BlockLSTMV2`)
+and its own fused LSTM: `lstm_keras.backends.tensorflow.litert` runs the
+layer then. It is true inside `litert_tracing()`, which
+`lstm_keras.export.export_litert` enters, and inside
+`tf.lite.TFLiteConverter.from_keras_model(...).convert()`, whose trace of a
+Keras 3 model `install_litert_converter_hook` wraps.
+
 `exporting()` is true:
 
 - inside `export_tracing()`, which `lstm_keras.export` enters;
@@ -64,7 +72,60 @@ def _in_save_context():
 
 def exporting():
     """Whether the graph being traced now is to be exported."""
-    return getattr(_STATE, "depth", 0) > 0 or _in_save_context()
+    return (
+        getattr(_STATE, "depth", 0) > 0
+        or tracing_for_litert()
+        or _in_save_context()
+    )
+
+
+@contextlib.contextmanager
+def litert_tracing():
+    """Marks the graphs traced inside it as graphs for the TFLite converter.
+
+    Implies `export_tracing()`.
+    """
+    depth = getattr(_STATE, "litert_depth", 0)
+    _STATE.litert_depth = depth + 1
+    try:
+        yield
+    finally:
+        _STATE.litert_depth = depth
+
+
+def tracing_for_litert():
+    """Whether the graph being traced now is for the TFLite converter."""
+    return getattr(_STATE, "litert_depth", 0) > 0
+
+
+@contextlib.contextmanager
+def inference_dropout_off(model):
+    """Sets the recurrent cells' dropout rates to 0 while tracing `model`.
+
+    Keras's `RNN.call` draws the cells' dropout masks even when not
+    training (and throws them away), which puts a write of the seed
+    generator's state into the traced graph: a variable update in every
+    served request, and an op the TFLite converter rejects. Inference does
+    not depend on the rates, so the outputs are unchanged.
+    """
+    # Private: checked against Keras 3.13-3.15.
+    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+    cells = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, DropoutRNNCell)
+    ]
+    rates = [(cell.dropout, cell.recurrent_dropout) for cell in cells]
+    try:
+        for cell in cells:
+            cell.dropout = cell.recurrent_dropout = 0.0
+        yield
+    finally:
+        for cell, (dropout, recurrent_dropout) in zip(
+            cells, rates, strict=True
+        ):
+            cell.dropout, cell.recurrent_dropout = dropout, recurrent_dropout
 
 
 def install_keras_export_hook():
@@ -89,3 +150,48 @@ def install_keras_export_hook():
 
     setattr(write_out, _HOOK_ATTRIBUTE, True)
     owner.write_out = write_out
+
+
+def _keras_model_converter_class():
+    """The class `TFLiteConverter.from_keras_model` returns, or `None`."""
+    import tensorflow as tf
+
+    try:
+        converter = tf.lite.TFLiteConverter.from_keras_model(keras.Sequential())
+    except Exception:  # noqa: BLE001  (no converter in this TensorFlow)
+        return None
+    return type(converter)
+
+
+def install_litert_converter_hook():
+    """Makes `from_keras_model(model).convert()` trace inside `litert_tracing()`.
+
+    For a Keras 3 model the converter writes the model out with
+    `keras.export.ExportArchive` in `_convert_keras_to_saved_model` and
+    converts that SavedModel; the hook runs that method inside
+    `litert_tracing()` and `inference_dropout_off(model)`, so that each
+    `lstm_keras.LSTM` traces the graph the converter turns into its fused
+    LSTM kernel. Idempotent; a TensorFlow without the method (checked
+    against 2.18-2.21) is left as it is, and the layer then converts to a
+    builtin loop.
+    """
+    converter_class = _keras_model_converter_class()
+    method = "_convert_keras_to_saved_model"
+    if converter_class is None:
+        return
+    for owner in converter_class.__mro__:
+        if method in vars(owner):
+            break
+    else:
+        return
+    original = getattr(owner, method)
+    if getattr(original, _HOOK_ATTRIBUTE, False):
+        return
+
+    @functools.wraps(original)
+    def convert_keras_to_saved_model(self, *args, **kwargs):
+        with litert_tracing(), inference_dropout_off(self._keras_model):
+            return original(self, *args, **kwargs)
+
+    setattr(convert_keras_to_saved_model, _HOOK_ATTRIBUTE, True)
+    setattr(owner, method, convert_keras_to_saved_model)

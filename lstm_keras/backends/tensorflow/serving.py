@@ -81,6 +81,8 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     units)` unless `layer.return_sequences`.
     """
     check_supported(layer, sequences, training)
+    if export_context.tracing_for_litert():
+        _decline("tracing for the TFLite converter (the LiteRT path's)")
     # A served request may have no timesteps, which the layer refuses when
     # the shape is known; refuse it here too, naming the layer.
     no_steps = tf.debugging.assert_positive(
@@ -152,6 +154,18 @@ class _Weights:
             ]
         else:
             self.peepholes = [tf.zeros([units], tf.float32)] * 3
+
+    @classmethod
+    def from_tensors(cls, units, kernel, recurrent_kernel, bias):
+        """The weights of a cell without peepholes, from tensors."""
+        weights = cls.__new__(cls)
+        weights.units = units
+        weights.kernel = kernel
+        weights.recurrent_kernel = recurrent_kernel
+        weights.bias = bias
+        weights.use_peepholes = False
+        weights.peepholes = [tf.zeros([units], tf.float32)] * 3
+        return weights
 
     def in_loop_order(self):
         """These weights with the gates as `_cell` takes them.
@@ -450,12 +464,16 @@ def _packed_loop(weights, x, lengths, h0, c0, return_sequences):
     return h_seq.stack(), h, c
 
 
-def _loop(layer, weights, x, mask, h0, c0):
+def _loop(layer, weights, x, mask, h0, c0, return_sequences=None, array=True):
     """The LSTM over time in a `tf.while_loop`, masked as the generic path.
 
     A masked step keeps `h` and `c` and outputs zeros with
     `zero_output_for_mask`, else the previous step's output (zeros before
-    the first real step).
+    the first real step). `return_sequences` overrides the layer's. With
+    `array=False` the outputs are gathered without a `tf.TensorArray`, by
+    adding each step's into a time-major tensor at its one-hot position:
+    the TFLite converter lowers an array only when its element shape is
+    static, so not at a free batch size.
     """
     if layer.go_backwards:
         x = tf.reverse(x, axis=[1])
@@ -463,8 +481,11 @@ def _loop(layer, weights, x, mask, h0, c0):
     z_x = _projection(weights, x)
     timesteps = tf.shape(z_x)[0]
     if mask is not None:
-        mask = tf.transpose(mask)[:, :, None]  # (timesteps, batch, 1)
-    return_sequences = layer.return_sequences
+        # (timesteps, batch, 1); `expand_dims`, not `[:, :, None]`, which
+        # the TFLite converter cannot take at a free batch size.
+        mask = tf.expand_dims(tf.transpose(mask), -1)
+    if return_sequences is None:
+        return_sequences = layer.return_sequences
 
     # Each loop variable and op costs the executor per step, so only what
     # the configuration needs is carried: the outputs with
@@ -489,15 +510,24 @@ def _loop(layer, weights, x, mask, h0, c0):
                 output = tf.where(is_real, h, 0.0)
             h = tf.where(is_real, h, h_prev)
             c = tf.where(is_real, c, c_prev)
-        if return_sequences:
+        if return_sequences and array:
             carried[-1] = carried[-1].write(t, output)
+        elif return_sequences:
+            at_t = tf.cast(tf.equal(tf.range(timesteps), t), tf.float32)
+            carried[-1] += tf.reshape(at_t, [-1, 1, 1]) * output
         return (t + 1, h, c, *carried)
 
     initial = [tf.constant(0), h0, c0]
     if carry_output:
         initial.append(tf.zeros_like(h0))
-    if return_sequences:
-        initial.append(tf.TensorArray(tf.float32, size=timesteps))
+    if return_sequences and array:
+        # A known element shape, for the TFLite converter, which lowers the
+        # array to builtins only then.
+        initial.append(
+            tf.TensorArray(tf.float32, size=timesteps, element_shape=h0.shape)
+        )
+    elif return_sequences:
+        initial.append(tf.zeros(tf.concat([[timesteps], tf.shape(h0)], 0)))
     _, h, c, *carried = tf.while_loop(
         lambda t, *_: t < timesteps, step, tuple(initial)
     )
@@ -513,7 +543,8 @@ def _loop(layer, weights, x, mask, h0, c0):
             padding_output = tf.where(any_real, h, padding_output)
         last_output = tf.where(last_is_real, h, padding_output)
     if return_sequences:
-        outputs = tf.transpose(carried[-1].stack(), [1, 0, 2])
+        outputs = carried[-1].stack() if array else carried[-1]
+        outputs = tf.transpose(outputs, [1, 0, 2])
     else:
         outputs = last_output[:, None]
     return last_output, outputs, h, c

@@ -1,0 +1,305 @@
+"""LiteRT (TensorFlow Lite) files for devices: `export_litert(model, path)`.
+
+The model is traced for the TFLite converter
+(`export_context.litert_tracing()`) with its batch size fixed (1 by
+default), so that every `lstm_keras.LSTM` the fused kernel can compute
+becomes TFLite's `UNIDIRECTIONAL_SEQUENCE_LSTM` (a `Bidirectional`, two of
+them) and every other one a builtin `WHILE` loop (see
+`lstm_keras.backends.tensorflow.litert`). A `SpeechClassifier` runs whole,
+raw waveform in: its log-mel front end is traced as a framing `GATHER` and
+one matmul with the windowed DFT, which are builtins and quantize. The file
+is refused if it holds any custom or Flex (TensorFlow) op, and written
+atomically (a hidden temporary file in the same folder, renamed into
+place). A classifier's class names go beside it in `<path>.labels.txt`, one
+per line in class id order, as LiteRT's classification tools read them.
+
+Quantization (`quantize`):
+
+- `"none"`: float32 weights and arithmetic.
+- `"dynamic"`: int8 weights, float activations (dynamic range); no data.
+- `"int8"`: int8 weights and activations, calibrated on
+  `representative_data` (the training split is the right choice); inputs
+  and outputs stay float32, and ops without an int8 kernel run in float.
+
+`tf.lite.TFLiteConverter.from_keras_model(model)` gives the same graph for
+a model whose inputs have a fixed batch size (`keras.Input(...,
+batch_size=1)`); with a free batch size the LSTMs convert to builtin loops,
+since the fused kernel keeps its states at a size fixed at conversion.
+"""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lstm_keras.backends.tensorflow import export_context
+
+QUANTIZATIONS = ("none", "dynamic", "int8")
+FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
+# Examples of the representative data used for int8 calibration.
+CALIBRATION_EXAMPLES = 200
+
+
+def export_litert(
+    model,
+    path,
+    quantize="none",
+    representative_data=None,
+    batch_size=1,
+    overwrite=False,
+    verbose=True,
+):
+    """Converts a built Keras model to a LiteRT file at `path`.
+
+    Args:
+        model: A built Keras model with one or more fixed-rank inputs (a
+            `SpeechClassifier`, or any functional or `Sequential` model).
+            String inputs (`SentimentClassifier`) have no LiteRT builtins
+            and are refused.
+        path: The `.tflite` file to write.
+        quantize: One of `"none"`, `"dynamic"`, `"int8"`. Defaults to
+            `"none"`.
+        representative_data: For `"int8"` (required there): an iterable of
+            examples, each an array (or a list of arrays, one per input)
+            of one example without the batch axis, e.g. unbatched training
+            clips. At most `CALIBRATION_EXAMPLES` (200) are used.
+        batch_size: Positive integer, the batch size the file runs at.
+            Defaults to `1`.
+        overwrite: Boolean, whether an existing file is replaced (else it
+            is an error). Defaults to `False`.
+        verbose: Boolean, print what was written. Defaults to `True`.
+
+    Returns:
+        A dict: `path`, `bytes`, `quantize`, `batch_size`, `ops` (the
+        builtin op names, sorted), `fused_lstm` (how many fused LSTM ops),
+        `labels` (the labels file, or `None`).
+
+    Example:
+
+    >>> report = export_litert(model, "digits.tflite", quantize="dynamic")
+    >>> report["fused_lstm"]
+    2
+    """
+    specs = _input_specs(model, batch_size)
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(
+            f"Argument `quantize` must be one of {QUANTIZATIONS}, got "
+            f"{quantize!r}."
+        )
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            'Argument `representative_data` is required for quantize="int8": '
+            "examples to calibrate the activations' ranges on (the training "
+            "split)."
+        )
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"Argument `path` {path!r} is a directory.")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"LiteRT file {path!r} exists; pass overwrite=True (or "
+            "--overwrite) to replace it."
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+
+    with tempfile.TemporaryDirectory() as staging:
+        saved_model = os.path.join(staging, "saved_model")
+        _write_litert_saved_model(model, specs, saved_model)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "int8":
+            converter.representative_dataset = _calibration(
+                representative_data, specs
+            )
+        content = converter.convert()
+    ops, custom = litert_ops(content)
+    if custom:
+        raise ValueError(
+            f"The LiteRT conversion of model {model.name!r} needs ops that "
+            f"are not LiteRT builtins: {sorted(custom)}."
+        )
+    _write_atomically(path, content)
+    labels = _write_labels(model, path)
+    report = {
+        "path": path,
+        "bytes": len(content),
+        "quantize": quantize,
+        "batch_size": batch_size,
+        "ops": sorted(set(ops)),
+        "fused_lstm": ops.count(FUSED_LSTM),
+        "labels": labels,
+    }
+    if verbose:
+        print(
+            f"Wrote {path} ({len(content) / 1e6:.2f} MB, quantize="
+            f"{quantize}, batch {batch_size}, {report['fused_lstm']} fused "
+            "LSTM ops)"
+        )
+    return report
+
+
+def litert_ops(content):
+    """The ops of a LiteRT flatbuffer, over all its subgraphs.
+
+    Args:
+        content: The file's bytes.
+
+    Returns:
+        `(builtins, custom)`: the builtin op names, one per op (so counts
+        are kept), and the set of custom op codes (Flex ops among them).
+    """
+    # Private: TensorFlow's generated reader of the LiteRT schema, checked
+    # against TensorFlow 2.18-2.21.
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {
+        value: name
+        for name, value in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
+    }
+    model = schema.Model.GetRootAs(content, 0)
+    codes = []
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        custom = code.CustomCode()
+        codes.append((builtin, custom.decode() if custom else None))
+    builtins, custom = [], set()
+    for subgraph_index in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(subgraph_index)
+        for op_index in range(subgraph.OperatorsLength()):
+            builtin, custom_code = codes[
+                subgraph.Operators(op_index).OpcodeIndex()
+            ]
+            if custom_code is not None:
+                custom.add(custom_code)
+            else:
+                builtins.append(names[builtin])
+    return builtins, custom
+
+
+def _input_specs(model, batch_size):
+    """The model's inputs as `tf.TensorSpec`s with the batch size fixed."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            "Argument `batch_size` must be a positive integer, got "
+            f"{batch_size!r}."
+        )
+    if not model.built or not getattr(model, "inputs", None):
+        raise ValueError(
+            f"Model {model.name!r} has no known inputs: export a functional "
+            "or Sequential model, built."
+        )
+    specs = []
+    for tensor in model.inputs:
+        if tensor.dtype == "string":
+            raise ValueError(
+                f"Model {model.name!r} takes strings (input "
+                f"{tensor.name!r}), which LiteRT has no builtin ops for."
+            )
+        name = tensor.name.split(":")[0]
+        specs.append(
+            tf.TensorSpec([batch_size, *tensor.shape[1:]], tensor.dtype, name)
+        )
+    if any(layer.stateful for layer in _rnn_layers(model)):
+        raise ValueError(
+            f"Model {model.name!r} has a stateful recurrent layer, whose "
+            "state a LiteRT file cannot carry; export a stateless copy."
+        )
+    return specs
+
+
+def _rnn_layers(model):
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.RNN)
+    ]
+
+
+def _write_litert_saved_model(model, specs, path):
+    """The model's inference graph for the converter, as a SavedModel."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(*inputs):
+        inputs = inputs[0] if len(inputs) == 1 else list(inputs)
+        return model(inputs, training=False)
+
+    with export_context.litert_tracing():
+        with export_context.inference_dropout_off(model):
+            archive.add_endpoint("serving_default", serve, specs)
+            archive.write_out(path, verbose=False)
+
+
+def _calibration(representative_data, specs):
+    """The converter's `representative_dataset` from unbatched examples."""
+    batch_size = specs[0].shape[0]
+
+    def rows():
+        batch = []
+        for count, example in enumerate(representative_data):
+            if count >= CALIBRATION_EXAMPLES * batch_size:
+                break
+            parts = example if isinstance(example, (list, tuple)) else [example]
+            if len(parts) != len(specs):
+                raise ValueError(
+                    f"Each example of `representative_data` must have "
+                    f"{len(specs)} part(s), one per model input; got "
+                    f"{len(parts)}."
+                )
+            batch.append([np.asarray(part) for part in parts])
+            if len(batch) == batch_size:
+                yield [
+                    _stack([example[index] for example in batch], spec)
+                    for index, spec in enumerate(specs)
+                ]
+                batch = []
+
+    return rows
+
+
+def _stack(parts, spec):
+    """Examples of one input as a batch, zero-padded to the longest."""
+    longest = np.max([part.shape for part in parts], axis=0)
+    batch = np.zeros([len(parts), *longest], spec.dtype.as_numpy_dtype)
+    for row, part in enumerate(parts):
+        batch[(row, *(slice(0, n) for n in part.shape))] = part
+    return batch
+
+
+def _write_atomically(path, content):
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, staging = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", dir=folder
+    )
+    # mkstemp makes the file private; give it the permissions of a file
+    # the user creates.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o666 & ~umask)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        if os.path.exists(staging):
+            os.remove(staging)
+        raise
+
+
+def _write_labels(model, path):
+    class_names = getattr(model, "class_names", None)
+    if not class_names:
+        return None
+    labels = f"{path}.labels.txt"
+    _write_atomically(
+        labels, "".join(f"{name}\n" for name in class_names).encode()
+    )
+    return labels

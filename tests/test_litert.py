@@ -1,0 +1,366 @@
+"""LiteRT: models holding `lstm_keras.LSTM`, run by the LiteRT interpreter.
+
+Every file here is converted by TensorFlow's own converter and run by
+`ai_edge_litert` (the runtime devices have), and its outputs are held to
+the Keras model's; the op lists come from the file itself.
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+from sample_inputs import RATE
+from sample_inputs import tones
+
+import lstm_keras
+from lstm_keras.applications import SentimentClassifier
+from lstm_keras.applications import SpeechClassifier
+from lstm_keras.applications.preprocessing import LogMelSpectrogram
+from lstm_keras.backends.tensorflow import export_context
+from lstm_keras.export import export_litert
+from lstm_keras.export import litert_ops
+from training import export as export_command
+
+pytestmark = pytest.mark.tensorflow_only
+
+FUSED = "UNIDIRECTIONAL_SEQUENCE_LSTM"
+UNITS, FEATURES, STEPS = 6, 5, 9
+
+
+def _lstm(**kwargs):
+    return lstm_keras.LSTM(UNITS, **kwargs)
+
+
+def _convert(model):
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def _run(content, feeds):
+    """Each output of the file's one signature, for `feeds` by name."""
+    runner = Interpreter(model_content=content).get_signature_runner()
+    return list(runner(**feeds).values())
+
+
+def _inputs(rng, batch, mask):
+    x = rng.normal(size=(batch, STEPS, FEATURES)).astype("float32")
+    if mask == "right_padded":
+        x[:, 6:] = 0.0
+    elif mask == "holes":
+        x[:, [0, 3, 4, 8]] = 0.0
+    elif mask == "empty":
+        x[:] = 0.0
+    return x
+
+
+# (name, layer builder, batch, mask, fused ops expected; 0: a builtin loop)
+CASES = [
+    ("last_output", lambda x: _lstm()(x), 1, None, 1),
+    ("sequences", lambda x: _lstm(return_sequences=True)(x), 1, None, 1),
+    (
+        "go_backwards",
+        lambda x: _lstm(go_backwards=True, return_sequences=True)(x),
+        1,
+        None,
+        1,
+    ),
+    ("stacked", lambda x: _lstm()(_lstm(return_sequences=True)(x)), 1, None, 2),
+    (
+        "bidirectional",
+        lambda x: keras.layers.Bidirectional(_lstm(return_sequences=True))(x),
+        1,
+        None,
+        2,
+    ),
+    ("batch_3", lambda x: _lstm(return_sequences=True)(x), 3, None, 1),
+    ("no_bias", lambda x: _lstm(use_bias=False)(x), 1, None, 1),
+    ("return_state", lambda x: _lstm(return_state=True)(x), 1, None, 0),
+    ("peepholes", lambda x: _lstm(use_peepholes=True)(x), 1, None, 0),
+    ("layer_norm", lambda x: _lstm(layer_norm=True)(x), 1, None, 0),
+    ("free_batch", lambda x: _lstm(return_sequences=True)(x), None, None, 0),
+    (
+        "free_batch_masked",
+        lambda x: _lstm(return_sequences=True)(x),
+        None,
+        "right_padded",
+        0,
+    ),
+    ("masked_batch_2", lambda x: _lstm()(x), 2, "holes", 0),
+    (
+        "masked_bidirectional",
+        lambda x: keras.layers.Bidirectional(_lstm())(x),
+        1,
+        "right_padded",
+        2,
+    ),
+]
+# One masked row (batch 1) runs fused for any mask, every output option.
+CASES += [
+    (
+        f"row_{mask}_{'zero' if zero else 'carry'}"
+        f"{'_backwards' if backwards else ''}{'_sequences' if sequences else ''}",
+        lambda x, z=zero, b=backwards, s=sequences: _lstm(
+            zero_output_for_mask=z, go_backwards=b, return_sequences=s
+        )(x),
+        1,
+        mask,
+        1,
+    )
+    for mask in ("right_padded", "holes", "empty")
+    for zero in (True, False)
+    for backwards in (False, True)
+    for sequences in (False, True)
+    if mask == "holes" or (zero and sequences != backwards)
+]
+
+
+@pytest.mark.parametrize(
+    "name, build, batch, mask, fused", CASES, ids=[c[0] for c in CASES]
+)
+def test_from_keras_model_fuses_and_matches_keras(
+    name, build, batch, mask, fused
+):
+    rng = np.random.default_rng(len(name))
+    inputs = keras.Input((None, FEATURES), batch_size=batch, name="x")
+    x = keras.layers.Masking(0.0)(inputs) if mask else inputs
+    model = keras.Model(inputs, build(x))
+    content = _convert(model)
+    ops, custom = litert_ops(content)
+    assert not custom
+    assert ops.count(FUSED) == fused
+    assert ("WHILE" in ops) == (fused == 0)
+    # Two different inputs in turn: the fused kernel keeps no state from
+    # one invocation to the next.
+    for call in range(2):
+        x = _inputs(rng, batch or 3, mask)
+        expected = model(x)
+        if not isinstance(expected, (list, tuple)):
+            expected = [expected]
+        got = _run(content, {"x": x})
+        assert len(got) == len(expected)
+        for value in expected:
+            value = np.asarray(value)
+            matches = [
+                np.abs(out - value).max()
+                for out in got
+                if out.shape == value.shape
+            ]
+            assert min(matches) < 1e-5, (name, call)
+
+
+def test_initial_states_from_inputs_fuse_and_match(rng):
+    inputs = keras.Input((None, FEATURES), batch_size=2, name="x")
+    h0 = keras.Input((UNITS,), batch_size=2, name="h0")
+    c0 = keras.Input((UNITS,), batch_size=2, name="c0")
+    outputs = _lstm(return_sequences=True)(inputs, initial_state=[h0, c0])
+    model = keras.Model([inputs, h0, c0], outputs)
+    content = _convert(model)
+    assert litert_ops(content)[0].count(FUSED) == 1
+    feeds = {
+        "x": rng.normal(size=(2, STEPS, FEATURES)).astype("float32"),
+        "h0": rng.normal(size=(2, UNITS)).astype("float32"),
+        "c0": rng.normal(size=(2, UNITS)).astype("float32"),
+    }
+    (got,) = _run(content, feeds)
+    expected = model([feeds["x"], feeds["h0"], feeds["c0"]])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_outside_a_litert_trace_nothing_changes(rng):
+    """The LiteRT path takes only graphs traced for the converter."""
+    from lstm_keras.backends.tensorflow import litert
+
+    layer = _lstm()
+    x = rng.normal(size=(1, STEPS, FEATURES)).astype("float32")
+    layer(x)
+    with pytest.raises(NotImplementedError, match="not tracing"):
+        litert.lstm_sequence(
+            layer, tf.constant(x), [tf.zeros([1, UNITS])] * 2, None, False
+        )
+
+
+@pytest.mark.parametrize(
+    "frame_length, frame_step, fft_length", [(256, 128, None), (200, 80, 256)]
+)
+def test_front_end_by_matmul_gives_the_stft_features(
+    frame_length, frame_step, fft_length
+):
+    layer = LogMelSpectrogram(
+        RATE,
+        frame_length=frame_length,
+        frame_step=frame_step,
+        fft_length=fft_length,
+    )
+    clips = tones([50, 1000, 6001], seed=2)
+    expected = layer(clips)
+    with export_context.litert_tracing():
+        got = tf.function(layer)(tf.constant(clips))
+    # Log-mel values of order 1-10; a matmul and an FFT round differently.
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def speech_model():
+    model = SpeechClassifier(
+        class_names=[str(d) for d in range(10)], sample_rate=RATE, seed=0
+    )
+    model.adapt(tones([3000, 5000, 8000, 4000], seed=1))
+    return model
+
+
+@pytest.fixture(scope="module")
+def speech_files(speech_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("litert")
+    clips = list(tones([2000, 4000, 6000, 7000, 3000], seed=7))
+    return {
+        quantize: export_litert(
+            speech_model,
+            folder / f"speech-{quantize}.tflite",
+            quantize=quantize,
+            representative_data=clips,
+            verbose=False,
+        )
+        for quantize in ("none", "dynamic", "int8")
+    }
+
+
+def test_speech_model_runs_whole_on_builtins(speech_model, speech_files):
+    report = speech_files["none"]
+    assert report["fused_lstm"] == 2  # the two directions
+    assert "RFFT2D" not in report["ops"]
+    with open(report["labels"]) as f:
+        assert f.read().split() == speech_model.class_names
+    runner = Interpreter(model_path=report["path"]).get_signature_runner()
+    for length in (300, 4100, 9000):
+        clip = tones([length], seed=length)
+        clip[0, length // 2 :] = 0.0  # padding: masked frames
+        (got,) = runner(waveforms=clip).values()
+        np.testing.assert_allclose(got, speech_model(clip), atol=1e-5)
+
+
+def test_quantized_files_are_smaller_and_close(speech_model, speech_files):
+    size = speech_files["none"]["bytes"]
+    clip = tones([5000], seed=11)
+    expected = np.asarray(speech_model(clip))
+    # Loose: an untrained model's probabilities; the accuracy of quantized
+    # files on FSDD is measured by `make eval` (docs/serving.md).
+    for quantize, tolerance in (("dynamic", 0.15), ("int8", 0.15)):
+        report = speech_files[quantize]
+        assert size / report["bytes"] >= 3.5, quantize
+        assert report["fused_lstm"] == 2
+        runner = Interpreter(model_path=report["path"]).get_signature_runner()
+        (got,) = runner(waveforms=clip).values()
+        assert np.abs(got - expected).max() < tolerance, quantize
+        # An int8 softmax is quantized in steps of 1/256.
+        assert abs(got.sum() - 1) < 0.02
+
+
+def test_files_load_in_a_process_with_only_the_runtime(speech_files, tmp_path):
+    """The file needs neither TensorFlow nor this package to run."""
+    clip = tones([4000], seed=3)
+    np.save(tmp_path / "clip.npy", clip)
+    script = f"""
+import sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+runner = Interpreter(model_path={speech_files["none"]["path"]!r}).get_signature_runner()
+(p,) = runner(waveforms=np.load({str(tmp_path / "clip.npy")!r})).values()
+np.save({str(tmp_path / "p.npy")!r}, p)
+assert 'tensorflow' not in sys.modules and 'lstm_keras' not in sys.modules
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    runner = Interpreter(
+        model_path=speech_files["none"]["path"]
+    ).get_signature_runner()
+    (expected,) = runner(waveforms=clip).values()
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), expected)
+
+
+def test_bad_arguments_name_the_argument(speech_model, tmp_path):
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match="`quantize`"):
+        export_litert(speech_model, path, quantize="int4")
+    with pytest.raises(ValueError, match="`representative_data`"):
+        export_litert(speech_model, path, quantize="int8")
+    with pytest.raises(ValueError, match="`batch_size`"):
+        export_litert(speech_model, path, batch_size=0)
+    with pytest.raises(ValueError, match="`path`.*directory"):
+        export_litert(speech_model, tmp_path)
+    sentiment = SentimentClassifier(units=4, embedding_dim=4, max_length=4)
+    sentiment.adapt(["a fine film", "a dull one"])
+    with pytest.raises(ValueError, match="strings"):
+        export_litert(sentiment, path)
+    path.write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_litert(speech_model, path, verbose=False)
+    assert path.read_bytes() == b"old"
+    export_litert(speech_model, path, overwrite=True, verbose=False)
+    assert path.read_bytes() != b"old"
+    # Written in place by a rename: no temporary file is left beside it.
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite", "m.tflite.labels.txt"]
+
+
+def test_command_writes_a_calibrated_file(speech_model, tmp_path, capsys):
+    model_path = tmp_path / "speech.keras"
+    speech_model.save(model_path)
+    out = tmp_path / "digits.tflite"
+    status = export_command.main(
+        [
+            str(model_path),
+            "--format",
+            "litert",
+            "--out",
+            str(out),
+            "--quantize",
+            "int8",
+            "--representative-data",
+            "sample",
+        ]
+    )
+    assert status == 0
+    ops, custom = litert_ops(out.read_bytes())
+    assert ops.count(FUSED) == 2 and not custom
+    assert "QUANTIZE" in ops
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--format", "litert"], "--out is required"),
+        (
+            ["--format", "litert", "--out", "x.tflite", "--quantize", "int8"],
+            "--representative-data",
+        ),
+        (
+            ["--format", "litert", "--out", "x.tflite", "--batch-size", "0"],
+            "--batch-size",
+        ),
+        (
+            [
+                "--format",
+                "litert",
+                "--out",
+                "x.tflite",
+                "--quantize",
+                "int8",
+                "--representative-data",
+                "missing.npy",
+            ],
+            "missing.npy",
+        ),
+        ([], "--model-base-path is required"),
+    ],
+)
+def test_command_user_errors_are_one_line(
+    speech_model, tmp_path, capsys, flags, message
+):
+    model_path = tmp_path / "speech.keras"
+    speech_model.save(model_path)
+    status = export_command.main([str(model_path), *flags])
+    assert status == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert message in lines[-1]
+    assert "Traceback" not in "".join(lines)
