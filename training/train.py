@@ -21,6 +21,7 @@ examples:
   lstm-keras-train sentiment --data sample --out runs/sst2
   lstm-keras-train speech --data sample --out runs/fsdd --epochs 20
   lstm-keras-train speech --data ../shared/data/fsdd --holdout-speaker theo --out runs/theo
+  lstm-keras-train speech --data sample --out runs/stream --streaming
   lstm-keras-train sentiment --data imdb_reviews --tfds-data-dir ~/tfds --out runs/imdb
   python -m training sentiment --data my_reviews/ --out runs/mine --units 64
   lstm-keras-train sentiment --print-config
@@ -137,6 +138,12 @@ def parse_args(argv=None):
             help=text,
         )
     group.add_argument(
+        "--streaming",
+        action="store_true",
+        help="speech: the streaming preset (unidirectional, no clip "
+        "normalization), whose exports get a `stream` signature",
+    )
+    group.add_argument(
         "--lstm-options",
         type=json.loads,
         default=None,
@@ -183,6 +190,18 @@ def config_from_args(args):
     options = {
         n: getattr(args, n) for n in names if getattr(args, n) is not None
     }
+    if args.streaming:
+        from lstm_keras.applications.speech import STREAMING_OPTIONS
+
+        if args.app != "speech":
+            raise ValueError("--streaming is a speech option.")
+        for name, value in STREAMING_OPTIONS.items():
+            if options.get(name, value) != value:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(
+                    f"--streaming needs --no-{flag[2:]}, not {flag}."
+                )
+        options.update(STREAMING_OPTIONS)
     return TrainConfig(
         app=args.app,
         data=args.data,

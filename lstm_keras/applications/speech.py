@@ -43,6 +43,13 @@ DEFAULT_OPTIONS = {
 }
 
 
+# The streaming preset: what a model needs to be fed chunk by chunk
+# (`lstm_keras.export.streaming`, `lstm-keras-train speech --streaming`):
+# LSTMs that read forward only, and no clip-mean normalization, which
+# needs the whole clip before the first frame.
+STREAMING_OPTIONS = {"bidirectional": False, "clip_normalization": False}
+
+
 @keras.saving.register_keras_serializable(package="lstm_keras")
 class SpeechClassifier(Classifier):
     """Waveform classifier: augmentation, log-mel, `LSTMBackbone`, softmax.

@@ -13,6 +13,11 @@ atomically (a hidden temporary file in the same folder, renamed into
 place). A classifier's class names go beside it in `<path>.labels.txt`, one
 per line in class id order, as LiteRT's classification tools read them.
 
+A speech model that can stream (`lstm_keras.export.streaming`) also gets
+the `stream` signature (`samples` `[batch, n]` and `state` in,
+`probabilities` and `state` out), whose LSTMs carry their states in and
+out and so run as builtin loops.
+
 Quantization (`quantize`):
 
 - `"none"`: float32 weights and arithmetic.
@@ -35,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from lstm_keras.backends.tensorflow import export_context
+from lstm_keras.export import streaming
 
 QUANTIZATIONS = ("none", "dynamic", "int8")
 FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
@@ -107,8 +113,12 @@ def export_litert(
 
     with tempfile.TemporaryDirectory() as staging:
         saved_model = os.path.join(staging, "saved_model")
-        _write_litert_saved_model(model, specs, saved_model)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        signatures = _write_litert_saved_model(
+            model, specs, saved_model, batch_size
+        )
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model, signature_keys=signatures
+        )
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "int8":
@@ -221,19 +231,52 @@ def _rnn_layers(model):
     ]
 
 
-def _write_litert_saved_model(model, specs, path):
-    """The model's inference graph for the converter, as a SavedModel."""
+def _write_litert_saved_model(model, specs, path, batch_size):
+    """The model's inference graph for the converter, as a SavedModel.
+
+    Returns:
+        The signature names: `serving_default`, and `stream` for a model
+        that can stream (`lstm_keras.export.streaming`).
+    """
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def serve(*inputs):
         inputs = inputs[0] if len(inputs) == 1 else list(inputs)
-        return model(inputs, training=False)
+        outputs = model(inputs, training=False)
+        if getattr(model, "class_names", None):
+            return {"probabilities": outputs}
+        return outputs
 
+    signatures = ["serving_default"]
     with export_context.litert_tracing():
         with export_context.inference_dropout_off(model):
             archive.add_endpoint("serving_default", serve, specs)
+            if streaming.streaming_problem(model) is None:
+
+                def stream(samples, state):
+                    probabilities, new_state = streaming.stream_step(
+                        model, samples, state
+                    )
+                    return {"probabilities": probabilities, "state": new_state}
+
+                archive.add_endpoint(
+                    streaming.STREAM_SIGNATURE,
+                    stream,
+                    [
+                        tf.TensorSpec(
+                            [batch_size, None], tf.float32, "samples"
+                        ),
+                        tf.TensorSpec(
+                            [batch_size, streaming.state_size(model)],
+                            tf.float32,
+                            "state",
+                        ),
+                    ],
+                )
+                signatures.append(streaming.STREAM_SIGNATURE)
             archive.write_out(path, verbose=False)
+    return signatures
 
 
 def _calibration(representative_data, specs):

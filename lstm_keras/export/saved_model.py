@@ -8,8 +8,11 @@ Writes the layout TF Serving watches, `model_base_path/<version>/`
   given `class_names`) gets a `serving_default` signature from raw input
   (`text`, `waveform`, or the Keras input's name) to `probabilities`,
   `class_id` and `class_name`, and a `metadata` signature (`class_names`,
-  `sample_rate`; its one input, `unused`, is ignored, since TF Serving's
-  REST API cannot call a signature without inputs);
+  `sample_rate`, `state_size`, `chunk_multiple`; its one input, `unused`,
+  is ignored, since TF Serving's REST API cannot call a signature without
+  inputs); a speech model that can stream (unidirectional, no clip
+  normalization) also gets a `stream` signature, `samples` and `state` in,
+  `probabilities` and `state` out (`lstm_keras.export.streaming`);
 - any other model gets a `serving_default` signature with the model's own
   input and output names (`lstm_keras.export.signatures`).
 
@@ -51,6 +54,7 @@ from lstm_keras.export.graph import nonstandard_ops
 from lstm_keras.export.graph import state_writes
 from lstm_keras.export.signatures import METADATA_SIGNATURE
 from lstm_keras.export.signatures import serving_api
+from lstm_keras.export.streaming import STREAM_SIGNATURE
 
 
 def export_for_serving(
@@ -252,6 +256,12 @@ def _archive(model, api):
             METADATA_SIGNATURE,
             api.metadata,
             [tf.TensorSpec([], "int32", "unused")],
+        )
+    if api.stream is not None:
+        archive.add_endpoint(
+            STREAM_SIGNATURE,
+            api.stream,
+            [spec for _, spec in api.stream_inputs],
         )
 
     # `loaded.serve(...)`, the first output, as `model.export` gives it (a

@@ -22,8 +22,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lstm_keras.export import streaming
 from lstm_keras.export.graph import SIGNATURE
 from lstm_keras.export.graph import shape_list
+from lstm_keras.export.streaming import STREAM_SIGNATURE
 
 METADATA_SIGNATURE = "metadata"
 # Rows of the warm-up requests: one, and a batch, since the exported LSTM
@@ -52,14 +54,29 @@ class ServingAPI:
         spec: JSON-serializable description (`metadata.json`).
         primary_output: The output that `loaded.serve(...)` returns, or
             `None` for the first of the model's outputs.
+        stream: Function of `samples` and `state` for the `stream`
+            signature (`lstm_keras.export.streaming`), or `None` (a model
+            that cannot stream).
+        stream_inputs: The `stream` signature's `(name, tf.TensorSpec)`s.
     """
 
-    def __init__(self, inputs, serve, metadata, spec, primary_output=None):
+    def __init__(
+        self,
+        inputs,
+        serve,
+        metadata,
+        spec,
+        primary_output=None,
+        stream=None,
+        stream_inputs=(),
+    ):
         self.inputs = inputs
         self.serve = serve
         self.metadata = metadata
         self.spec = spec
         self.primary_output = primary_output
+        self.stream = stream
+        self.stream_inputs = list(stream_inputs)
 
     def warmup_requests(self):
         """Realistic requests for each signature, for TF Serving's warm-up.
@@ -73,6 +90,27 @@ class ServingAPI:
             for name, spec in self.inputs:
                 request[name] = _example(spec, batch, self.spec)
             requests.append((SIGNATURE, request))
+        if self.stream is not None:
+            # A stream's first chunk: a tenth of a second, from zeros.
+            chunk = self.spec["chunk_multiple"] * max(
+                1,
+                (self.spec["sample_rate"] // 10) // self.spec["chunk_multiple"],
+            )
+            for batch in WARMUP_BATCHES:
+                rng = np.random.default_rng(batch)
+                requests.append(
+                    (
+                        STREAM_SIGNATURE,
+                        {
+                            "samples": (
+                                0.1 * rng.standard_normal((batch, chunk))
+                            ).astype("float32"),
+                            "state": np.zeros(
+                                (batch, self.spec["state_size"]), "float32"
+                            ),
+                        },
+                    )
+                )
         return requests
 
 
@@ -253,17 +291,46 @@ def _classifier_api(model, inputs, call_model, class_names, sample_rate):
             "class_name": tf.gather(names, class_id),
         }
 
+    can_stream = streaming.streaming_problem(model) is None
+    size = streaming.state_size(model) if can_stream else 0
+    multiple = streaming.chunk_multiple(model) if can_stream else 0
+
     def metadata(unused):
         return {
             "class_names": names,
             "sample_rate": tf.constant(sample_rate or 0, "int64"),
+            "state_size": tf.constant(size, "int64"),
+            "chunk_multiple": tf.constant(multiple, "int64"),
         }
 
-    spec = _spec(model, inputs, class_names, sample_rate)
-    return ServingAPI(inputs, serve, metadata, spec, "probabilities")
+    stream, stream_inputs = None, ()
+    if can_stream:
+        stream_inputs = [
+            ("samples", tf.TensorSpec([None, None], tf.float32, "samples")),
+            ("state", tf.TensorSpec([None, size], tf.float32, "state")),
+        ]
+
+        def stream(samples, state):
+            probabilities, new_state = streaming.stream_step(
+                model, samples, state
+            )
+            return {"probabilities": probabilities, "state": new_state}
+
+    spec = _spec(model, inputs, class_names, sample_rate, size, multiple)
+    return ServingAPI(
+        inputs,
+        serve,
+        metadata,
+        spec,
+        "probabilities",
+        stream=stream,
+        stream_inputs=stream_inputs,
+    )
 
 
-def _spec(model, inputs, class_names, sample_rate):
+def _spec(
+    model, inputs, class_names, sample_rate, state_size=0, chunk_multiple=0
+):
     signatures = {
         SIGNATURE: {
             "inputs": {
@@ -289,12 +356,31 @@ def _spec(model, inputs, class_names, sample_rate):
             "outputs": {
                 "class_names": {"dtype": "string", "shape": [len(class_names)]},
                 "sample_rate": {"dtype": "int64", "shape": []},
+                "state_size": {"dtype": "int64", "shape": []},
+                "chunk_multiple": {"dtype": "int64", "shape": []},
+            },
+        }
+    if state_size:
+        state = {"dtype": "float32", "shape": [-1, state_size]}
+        signatures[STREAM_SIGNATURE] = {
+            "inputs": {
+                "samples": {"dtype": "float32", "shape": [-1, -1]},
+                "state": state,
+            },
+            "outputs": {
+                "probabilities": {
+                    "dtype": "float32",
+                    "shape": [-1, len(class_names)],
+                },
+                "state": state,
             },
         }
     return {
         "model": type(model).__name__,
         "class_names": class_names,
         "sample_rate": sample_rate,
+        "state_size": state_size,
+        "chunk_multiple": chunk_multiple,
         "signatures": signatures,
     }
 
