@@ -65,10 +65,11 @@ test-jax: $(VENV)/.installed-test
 test-torch: $(VENV)/.installed-test
 	KERAS_BACKEND=torch $(PYTEST) -m "not tensorflow_only" $(CORE_TESTS)
 
-## eval: the long quality runs (lstm-keras-train's defaults, 3 seeds: SST-2, FSDD, a held-out speaker, IMDB reviews), long-range table, gradient flow, the SST-2 tuning search
+## eval: the long quality runs (lstm-keras-train's defaults, 3 seeds: SST-2, FSDD, a held-out speaker, IMDB reviews, FSDD streaming), the SavedModel/LiteRT deployment table, long-range table, gradient flow, the SST-2 tuning search
 eval: $(VENV)/.installed-test
 	-$(PY) -m lstm_keras.backends.tensorflow
 	$(PY) -m training.evaluate --out runs/eval
+	$(PY) -m training.deployment_table --run runs/eval/fsdd/seed0 --out runs/deployment
 	$(PY) -m training.long_range_table --out runs/long_range
 	$(PY) -m training.gradflow --out runs/gradflow
 	$(MAKE) tune

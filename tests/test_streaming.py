@@ -215,3 +215,21 @@ def test_state_survives_float32(model):
     for start in range(0, SAMPLES, 4 * STEP):
         _, state = step(clips[:, start : start + 4 * STEP], state)
     assert state[0, -1] == 2 * STEP  # ceil(frame_length / step) steps
+
+
+def test_litert_stream_with_changing_and_empty_chunks(model, exports):
+    """Chunk sizes change from call to call, empty chunks included."""
+    _, path = exports
+    runner = Interpreter(model_path=path).get_signature_runner("stream")
+    rng = np.random.default_rng(0)
+    clip = (0.1 * rng.normal(size=(1, 60 * STEP))).astype("float32")
+    state = np.zeros((1, streaming.state_size(model)), "float32")
+    position = 0
+    for _ in range(16):
+        size = STEP * int(rng.choice([0, 1, 2, 5]))
+        out = runner(samples=clip[:, position : position + size], state=state)
+        state, position = out["state"], position + size
+        if position:
+            np.testing.assert_allclose(
+                out["probabilities"], model(clip[:, :position]), atol=1e-4
+            )

@@ -3,8 +3,9 @@
 Each run is `lstm-keras-train` with its defaults (the application's preset)
 on the full real data, once per seed: sentiment on SST-2 (its dev set as
 test), speech on FSDD (recordings 0-4 as test), speech on a held-out speaker
-(george: trained without them, tested on all their clips) and sentiment on
-the IMDB reviews of `imdb_head/` (class folders, a seeded test split).
+(george: trained without them, tested on all their clips), sentiment on
+the IMDB reviews of `imdb_head/` (class folders, a seeded test split) and
+speech's streaming preset on FSDD (`--streaming`).
 Prints mean ± std over the seeds of validation and test accuracy and of
 training time, and for the IMDB reviews a bag-of-words logistic regression
 beside them; writes `results.json` and `accuracy.png` under `--out`, and
@@ -22,7 +23,7 @@ import os
 import sys
 
 DEFAULT_DATA = os.path.join(os.pardir, "shared", "data")
-RUNS = ("sst2", "fsdd", "fsdd_holdout", "imdb_head")
+RUNS = ("sst2", "fsdd", "fsdd_holdout", "imdb_head", "fsdd_streaming")
 
 
 def parse_args(argv=None):

@@ -29,6 +29,12 @@ RUNS = {
         "holdout_speaker": "george",
     },
     "imdb_head": {"app": "sentiment", "data": "imdb_head"},
+    # The streaming preset (`lstm-keras-train speech --streaming`).
+    "fsdd_streaming": {
+        "app": "speech",
+        "data": "fsdd/recordings",
+        "model_options": {"bidirectional": False, "clip_normalization": False},
+    },
     # Speech validated on a speaker it never hears (theo), tested on
     # another (george): how the variants do on new voices.
     "fsdd_speaker_validation": {

@@ -147,6 +147,62 @@ def mel_weight_matrix(
     return weights.astype("float32")
 
 
+def hann_window(frame_length, fft_length):
+    """`keras.ops.stft`'s `window="hann"` for `frame_length`-sample frames:
+    periodic, centred in `fft_length` samples by zeros."""
+    left = (fft_length - frame_length) // 2
+    window = np.zeros(fft_length)
+    n = np.arange(frame_length)
+    window[left : left + frame_length] = 0.5 - 0.5 * np.cos(
+        2 * np.pi * n / frame_length
+    )
+    return window
+
+
+def dft_stages(fft_length):
+    """The constants of a two-stage DFT of `fft_length = n1 * n2` points.
+
+    Cooley-Tukey in matrices: an `n1`-point DFT down the columns of the
+    frame laid out `[n1, n2]`, twiddle factors, then an `n2`-point DFT
+    along the rows. Its matrices are small (`n1 ~ sqrt(fft_length)`), so
+    the arithmetic is `O(N sqrt N)` instead of the full DFT's `O(N^2)`, and
+    the file stores kilobytes, not the full DFT's `4 N^2` bytes; they stay
+    below the 1,024 weights from which LiteRT's quantizer makes a matmul's
+    weights int8, so the spectrum keeps float32 precision in every file.
+
+    Returns:
+        `None` when `fft_length` has no factor but 1 and itself, else a
+        dict of float32 arrays: `first` `[n1, 2 n1]` (the `n1`-point DFT,
+        real parts then imaginary), `twiddle_cos` and `twiddle_sin` `[n2,
+        n1]`, `second_of_real` and `second_of_imag` `[n2, 2 n2]` (the
+        `n2`-point DFT of a complex input's real and imaginary parts).
+    """
+    n1 = max(
+        d for d in range(1, int(np.sqrt(fft_length)) + 1) if fft_length % d == 0
+    )
+    if n1 == 1:
+        return None
+    n2 = fft_length // n1
+
+    def dft(points):
+        angle = (
+            2 * np.pi * np.outer(np.arange(points), np.arange(points)) / points
+        )
+        return np.cos(angle), np.sin(angle)
+
+    cos1, sin1 = dft(n1)
+    cos2, sin2 = dft(n2)
+    twiddle = 2 * np.pi * np.outer(np.arange(n2), np.arange(n1)) / fft_length
+    stages = {
+        "first": np.concatenate([cos1, -sin1], axis=1),
+        "twiddle_cos": np.cos(twiddle),
+        "twiddle_sin": np.sin(twiddle),
+        "second_of_real": np.concatenate([cos2, -sin2], axis=1),
+        "second_of_imag": np.concatenate([sin2, cos2], axis=1),
+    }
+    return {name: value.astype("float32") for name, value in stages.items()}
+
+
 def dft_matrix(frame_length, fft_length):
     """The windowed real DFT as a matrix `[fft_length, 2 (fft_length//2+1)]`.
 
@@ -156,15 +212,10 @@ def dft_matrix(frame_length, fft_length):
     samples, centred in the frame by zeros.
     """
     bins = fft_length // 2 + 1
-    left = (fft_length - frame_length) // 2
-    window = np.zeros(fft_length)
-    n = np.arange(frame_length)
-    window[left : left + frame_length] = 0.5 - 0.5 * np.cos(
-        2 * np.pi * n / frame_length
-    )
     angle = 2 * np.pi * np.outer(np.arange(fft_length), np.arange(bins))
     angle /= fft_length
     matrix = np.concatenate([np.cos(angle), -np.sin(angle)], axis=1)
+    window = hann_window(frame_length, fft_length)
     return (window[:, None] * matrix).astype("float32")
 
 
@@ -303,23 +354,79 @@ class LogMelSpectrogram(keras.layers.Layer):
         return ops.log(mel + _LOG_OFFSET)
 
     def log_mel_of_frames(self, frames):
-        """Log-mel features of frames `[..., fft_length]`, by matmul.
+        """Log-mel features of frames `[..., fft_length]`, by matmuls.
 
-        The spectrum is one matmul with `dft_matrix` instead of an FFT: the
-        graph a LiteRT trace needs (builtin ops that int8 quantizes), and the
-        frames the stream signature makes (`lstm_keras.export.streaming`).
-        Within 2e-6 of `call`'s features for the same frames.
+        The spectrum comes from matmuls (`dft_stages`, or `dft_matrix` for
+        a prime `fft_length`) instead of an FFT: the graph a LiteRT trace
+        needs (builtin ops, no complex numbers), and the frames the stream
+        signature makes (`lstm_keras.export.streaming`). Within 2e-6 of
+        `call`'s features for the same frames.
         """
-        spectrum = ops.matmul(
-            frames,
-            ops.convert_to_tensor(
-                dft_matrix(self.frame_length, self.fft_length)
-            ),
-        )
-        real, imag = ops.split(spectrum, 2, axis=-1)
+        stages = dft_stages(self.fft_length)
+        if stages is None:
+            spectrum = ops.matmul(
+                frames,
+                ops.convert_to_tensor(
+                    dft_matrix(self.frame_length, self.fft_length)
+                ),
+            )
+            real, imag = ops.split(spectrum, 2, axis=-1)
+        else:
+            real, imag = self._two_stage_dft(frames, stages)
         power = ops.square(real) + ops.square(imag)
-        mel = ops.matmul(power, ops.convert_to_tensor(self._mel_weights))
+        # The mel filters in matmuls of fewer than 1,024 weights, which
+        # LiteRT's dynamic-range quantizer leaves float: it would also
+        # quantize the power spectrum to 8 bits on the fly, and the quiet
+        # bins, many decibels down, would read as silence.
+        bins = self._mel_weights.shape[0]
+        width = max(1, 1023 // bins)
+        mel = ops.concatenate(
+            [
+                ops.matmul(
+                    power,
+                    ops.convert_to_tensor(self._mel_weights[:, i : i + width]),
+                )
+                for i in range(0, self.num_mel_bins, width)
+            ],
+            axis=-1,
+        )
         return ops.log(mel + _LOG_OFFSET)
+
+    def _two_stage_dft(self, frames, stages):
+        """Real and imaginary parts of the first `fft_length // 2 + 1` bins.
+
+        Sample `n = n2_size * a + b` of a frame is `x[a, b]`; bin `k = k1 +
+        n1 * k2` is `sum_b W_N^(b k1) W_n2^(b k2) sum_a W_n1^(a k1) x[a, b]`.
+        """
+        n1 = stages["first"].shape[0]
+        n2 = self.fft_length // n1
+        window = ops.convert_to_tensor(
+            hann_window(self.frame_length, self.fft_length).astype("float32")
+        )
+        lead = ops.shape(frames)[:-1]
+        x = ops.reshape(frames * window, (-1, n1, n2))
+        # stage 1, down the columns: <float32>[rows, n2 (b), 2 n1 (k1)]
+        y = ops.matmul(ops.transpose(x, (0, 2, 1)), stages["first"])
+        y_real, y_imag = y[..., :n1], y[..., n1:]
+        cos, sin = stages["twiddle_cos"], stages["twiddle_sin"]
+        t_real = y_real * cos + y_imag * sin
+        t_imag = y_imag * cos - y_real * sin
+        # stage 2, along the rows: <float32>[rows, n1 (k1), 2 n2 (k2)]
+        z = ops.matmul(
+            ops.transpose(t_real, (0, 2, 1)), stages["second_of_real"]
+        ) + ops.matmul(
+            ops.transpose(t_imag, (0, 2, 1)), stages["second_of_imag"]
+        )
+        bins = self.fft_length // 2 + 1
+
+        def in_bin_order(part):
+            # [rows, k1, k2] -> bin k1 + n1 k2, the first `bins` of them.
+            part = ops.reshape(
+                ops.transpose(part, (0, 2, 1)), (-1, self.fft_length)
+            )
+            return ops.reshape(part[:, :bins], (*lead, bins))
+
+        return in_bin_order(z[..., :n2]), in_bin_order(z[..., n2:])
 
     def _frames(self, waveforms):
         """The STFT's frames of the padded waveforms, gathered by index.

@@ -22,9 +22,13 @@ Quantization (`quantize`):
 
 - `"none"`: float32 weights and arithmetic.
 - `"dynamic"`: int8 weights, float activations (dynamic range); no data.
-- `"int8"`: int8 weights and activations, calibrated on
-  `representative_data` (the training split is the right choice); inputs
-  and outputs stay float32, and ops without an int8 kernel run in float.
+  The log-mel front end's matmuls are kept small enough (under 1,024
+  weights) that the quantizer leaves them float: it would also quantize
+  their input, the power spectrum, to 8 bits.
+- `"int8"`: the fused LSTMs run TFLite's integer LSTM kernel (int8 weights
+  and activations, int16 cell state), calibrated on `representative_data`
+  (the training split is the right choice); every other op, the front end
+  included, stays float32, as do the inputs and outputs.
 
 `tf.lite.TFLiteConverter.from_keras_model(model)` gives the same graph for
 a model whose inputs have a fixed batch size (`keras.Input(...,
@@ -34,6 +38,7 @@ since the fused kernel keeps its states at a size fixed at conversion.
 
 import os
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -122,10 +127,11 @@ def export_litert(
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "int8":
-            converter.representative_dataset = _calibration(
-                representative_data, specs
+            content = _int8_lstms(
+                converter, _calibration(representative_data, specs)
             )
-        content = converter.convert()
+        else:
+            content = converter.convert()
     ops, custom = litert_ops(content)
     if custom:
         raise ValueError(
@@ -150,6 +156,29 @@ def export_litert(
             "LSTM ops)"
         )
     return report
+
+
+def _int8_lstms(converter, calibration):
+    """The converter's model with its fused LSTMs in int8, the rest float.
+
+    TFLite's integer LSTM kernel (int8 weights and activations, int16 cell
+    state) calibrated on `calibration`. The other ops stay float32: a
+    log-mel front end's power spectrum spans more range than 8 bits hold.
+    """
+    float_ops, _ = litert_ops(converter.convert())
+    converter.representative_dataset = calibration
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_ops=sorted(set(float_ops) - {FUSED_LSTM})
+    )
+    with warnings.catch_warnings():
+        # The debugger runs TensorFlow's own (deprecated) interpreter.
+        warnings.filterwarnings("ignore", "\\s*Warning: tf.lite.Interpreter")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=calibration,
+            debug_options=options,
+        )
+        return debugger.get_nondebug_quantized_model()
 
 
 def litert_ops(content):

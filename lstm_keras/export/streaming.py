@@ -162,12 +162,22 @@ def stream_step(model, samples, state):
     first, committed_end = committed_count(seen), committed_count(total)
     real_end = (total + step - 1) // step
     # Past the samples, frames read zeros, as the whole-clip model's do.
-    audio = tf.concat([audio, tf.zeros_like(audio[:, :frame_length])], axis=1)
+    padding = tf.zeros(tf.stack([tf.shape(audio)[0], frame_length]))
+    audio = tf.concat([audio, padding], axis=1)
     committed, committed_mask = _frames(
         model, audio, seen, keep, first, committed_end
     )
+    # At most ceil(frame_length / step) frames reach past the end: a
+    # static count, so that their loop's shapes are fixed (LiteRT's XNNPACK
+    # delegate misreads a second loop whose shapes changed between calls).
     provisional, provisional_mask = _frames(
-        model, audio, seen, keep, committed_end, real_end
+        model,
+        audio,
+        seen,
+        keep,
+        committed_end,
+        real_end,
+        size=math.ceil(frame_length / step),
     )
 
     # === LSTMs and head ===
@@ -196,16 +206,19 @@ def stream_step(model, samples, state):
     return probabilities, new_state
 
 
-def _frames(model, audio, seen, keep, begin, end):
+def _frames(model, audio, seen, keep, begin, end, size=None):
     """Normalized log-mel frames `begin[r] <= j < end[r]` of each row `r`.
 
     Frame `j` of row `r` starts at audio index `j * frame_step - seen[r] +
     keep`. Returns `(features, mask)`: `[batch, frames, bins]`, right-padded
-    to the longest row, and the boolean `[batch, frames]` mask of real ones.
+    to the longest row (or to `size` frames), and the boolean `[batch,
+    frames]` mask of real ones.
     """
     log_mel = model.log_mel
     counts = end - begin
-    j = tf.range(tf.reduce_max(tf.concat([counts, [0]], 0)))
+    if size is None:
+        size = tf.reduce_max(tf.concat([counts, [0]], 0))
+    j = tf.range(size)
     mask = j[None, :] < counts[:, None]
     starts = (begin[:, None] + j[None, :]) * log_mel.frame_step
     starts = starts - seen[:, None] + keep
