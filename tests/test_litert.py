@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from sample_inputs import RATE
+from sample_inputs import TEXTS
 from sample_inputs import tones
 
 import lstm_keras
@@ -25,6 +26,7 @@ from lstm_keras.backends.tensorflow import export_context
 from lstm_keras.export import export_for_serving
 from lstm_keras.export import export_litert
 from lstm_keras.export import litert_ops
+from lstm_keras.export import sentiment_inputs
 from training import export as export_command
 
 pytestmark = pytest.mark.tensorflow_only
@@ -300,10 +302,10 @@ def test_bad_arguments_name_the_argument(speech_model, tmp_path):
         export_litert(speech_model, path, batch_size=0)
     with pytest.raises(ValueError, match="`path`.*directory"):
         export_litert(speech_model, tmp_path)
-    sentiment = SentimentClassifier(units=4, embedding_dim=4, max_length=4)
-    sentiment.adapt(["a fine film", "a dull one"])
+    text = keras.Input((), dtype="string", name="text")
+    lookup = keras.layers.StringLookup(vocabulary=["a", "b"])(text)
     with pytest.raises(ValueError, match="strings"):
-        export_litert(sentiment, path)
+        export_litert(keras.Model(text, lookup), path)
     path.write_bytes(b"old")
     with pytest.raises(FileExistsError, match="overwrite"):
         export_litert(speech_model, path, verbose=False)
@@ -375,3 +377,43 @@ def test_command_user_errors_are_one_line(
     lines = capsys.readouterr().err.strip().splitlines()
     assert message in lines[-1]
     assert "Traceback" not in "".join(lines)
+
+
+@pytest.mark.parametrize(
+    "options, fused",
+    [
+        ({}, 2),  # BiLSTM-max with subwords, the default
+        ({"subword_buckets": 0, "pooling": "last"}, 2),
+        ({"num_members": 2, "bidirectional": False}, 2),
+    ],
+)
+def test_sentiment_file_takes_token_ids(options, fused, tmp_path):
+    texts = TEXTS + ["an unseen supercalifragilistic word", ""]
+    model = SentimentClassifier(
+        units=6, embedding_dim=5, max_length=12, seed=0, **options
+    )
+    model.adapt(TEXTS)
+    report = export_litert(model, tmp_path / "s.tflite", verbose=False)
+    assert report["fused_lstm"] == fused
+    with open(report["vocabulary"]) as f:
+        assert f.read().splitlines() == model.vocabulary()
+    runner = Interpreter(model_path=report["path"]).get_signature_runner()
+    inputs = sentiment_inputs(model, texts)
+    assert ("subword_ids" in inputs) == bool(
+        model.get_config()["subword_buckets"]
+    )
+    expected = model(np.array(texts, object))
+    for row, text in enumerate(texts):
+        got = runner(
+            **{name: value[row : row + 1] for name, value in inputs.items()}
+        )
+        np.testing.assert_allclose(
+            got["probabilities"][0], expected[row], atol=1e-5, err_msg=text
+        )
+
+
+def test_sentiment_inputs_refuse_a_token_too_long(tmp_path):
+    model = SentimentClassifier(units=4, embedding_dim=4, max_length=4)
+    model.adapt(TEXTS)
+    with pytest.raises(ValueError, match="n-grams"):
+        sentiment_inputs(model, ["a" * 40])

@@ -47,12 +47,14 @@ model keeps its own input and output names. See docs/serving.md.
 LiteRT (--format litert): one .tflite file at --out, batch size fixed
 (--batch-size, default 1), LSTMs as TFLite's fused LSTM kernel, builtin ops
 only; a speech model takes the raw waveform (float32 [batch, samples]) and
-returns `probabilities`; class names go to OUT.labels.txt. --quantize
+returns `probabilities`; a sentiment model takes token ids and subword
+n-gram ids (LiteRT has no string ops; lstm_keras.export.sentiment_inputs
+makes them) with its vocabulary in OUT.vocab.txt; class names go to
+OUT.labels.txt. --quantize
 dynamic stores int8 weights; --quantize int8 also runs int8 activations,
 calibrated on the training split of --representative-data (a dataset
 source as lstm-keras-train's --data takes: a folder, "sample", a TFDS
-name; or a .npy file of examples). Models with string inputs (sentiment)
-are refused. See docs/serving.md.
+name; or a .npy file of examples). See docs/serving.md.
 
 Exit status: 0 on success; 2 on a user error (a missing or unreadable model
 file, an existing version or file without --overwrite, a bad option),

@@ -101,6 +101,57 @@ class SubwordEmbedding(keras.layers.Layer):
 
     def call(self, inputs):
         texts, token_ids = inputs
+        rows = self._ngram_rows(texts)
+        vectors = tf.ragged.map_flat_values(
+            tf.gather, tf.convert_to_tensor(self.embeddings), rows
+        )
+        # vectors: [batch, (tokens), (ngrams), output_dim]
+        per_token = tf.reduce_mean(vectors, axis=2)
+        shape = tf.shape(token_ids)
+        return per_token.to_tensor(shape=[shape[0], shape[1], self.output_dim])
+
+    def max_ngrams(self, max_token_chars):
+        """N-grams of a token of `max_token_chars` characters (the most)."""
+        wrapped = max_token_chars + 2
+        return max(1, sum(max(0, wrapped - w + 1) for w in self.ngram_widths))
+
+    def ngram_ids(self, texts, max_ngrams):
+        """Each token's n-gram rows, `[batch, max_length, max_ngrams]` int32.
+
+        What `embed_ngram_ids` takes: a model with token ids and these as
+        inputs has no string op (a LiteRT file). Missing n-grams (and
+        tokens) are -1.
+
+        Raises:
+            ValueError: if a token has more than `max_ngrams` n-grams.
+        """
+        rows = self._ngram_rows(tf.convert_to_tensor(texts))
+        per_token = rows.values.row_lengths()
+        longest = int(tf.reduce_max(tf.concat([per_token, [0]], 0)))
+        if longest > max_ngrams:
+            raise ValueError(
+                f"A token of the texts has {longest} character n-grams, more "
+                f"than the {max_ngrams} that `max_ngrams` holds."
+            )
+        return tf.cast(
+            rows.to_tensor(
+                default_value=-1,
+                shape=[len(texts), self.max_length, max_ngrams],
+            ),
+            tf.int32,
+        )
+
+    def embed_ngram_ids(self, ngram_ids):
+        """`call`'s output from `ngram_ids` (-1 for none): the mean vector."""
+        real = tf.cast(ngram_ids >= 0, self.embeddings.dtype)[..., None]
+        vectors = tf.gather(
+            tf.convert_to_tensor(self.embeddings), tf.maximum(ngram_ids, 0)
+        )
+        count = tf.maximum(tf.reduce_sum(real, axis=2), 1.0)
+        return tf.reduce_sum(vectors * real, axis=2) / count
+
+    def _ngram_rows(self, texts):
+        """The rows of each token's n-grams: `[batch, (tokens), (ngrams)]`."""
         tokens = tf.strings.split(texts)[:, : self.max_length]
         # tokens: <string>[batch, (tokens)]
         wrapped = tf.ragged.map_flat_values(
@@ -116,16 +167,9 @@ class SubwordEmbedding(keras.layers.Layer):
             separator="",
             preserve_short_sequences=True,
         )
-        rows = tf.ragged.map_flat_values(
+        return tf.ragged.map_flat_values(
             tf.strings.to_hash_bucket_fast, ngrams, self.num_buckets
         )
-        vectors = tf.ragged.map_flat_values(
-            tf.gather, tf.convert_to_tensor(self.embeddings), rows
-        )
-        # vectors: [batch, (tokens), (ngrams), output_dim]
-        per_token = tf.reduce_mean(vectors, axis=2)
-        shape = tf.shape(token_ids)
-        return per_token.to_tensor(shape=[shape[0], shape[1], self.output_dim])
 
     def compute_mask(self, inputs, previous_mask=None):
         return keras.ops.not_equal(inputs[1], 0)

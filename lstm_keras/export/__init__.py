@@ -21,6 +21,7 @@ from lstm_keras.export.graph import nonstandard_ops
 from lstm_keras.export.graph import state_writes
 from lstm_keras.export.litert import export_litert
 from lstm_keras.export.litert import litert_ops
+from lstm_keras.export.litert import sentiment_inputs
 from lstm_keras.export.saved_model import export_for_serving
 from lstm_keras.export.saved_model import write_saved_model
 from lstm_keras.export.signatures import METADATA_SIGNATURE
@@ -39,6 +40,7 @@ __all__ = [
     "litert_ops",
     "nonstandard_ops",
     "read_warmup_requests",
+    "sentiment_inputs",
     "state_writes",
     "write_saved_model",
     "write_warmup_requests",

@@ -7,7 +7,10 @@ becomes TFLite's `UNIDIRECTIONAL_SEQUENCE_LSTM` (a `Bidirectional`, two of
 them) and every other one a builtin `WHILE` loop (see
 `lstm_keras.backends.tensorflow.litert`). A `SpeechClassifier` runs whole,
 raw waveform in: its log-mel front end is traced as a framing `GATHER` and
-one matmul with the windowed DFT, which are builtins and quantize. The file
+matmuls (a two-stage DFT, the mel filters), which are builtins. A
+`SentimentClassifier` has string ops, which LiteRT has not: its file takes
+token ids and subword n-gram ids (`sentiment_inputs` makes them from texts)
+and has the vocabulary beside it, `<path>.vocab.txt`. The file
 is refused if it holds any custom or Flex (TensorFlow) op, and written
 atomically (a hidden temporary file in the same folder, renamed into
 place). A classifier's class names go beside it in `<path>.labels.txt`, one
@@ -48,6 +51,9 @@ from lstm_keras.backends.tensorflow import export_context
 from lstm_keras.export import streaming
 
 QUANTIZATIONS = ("none", "dynamic", "int8")
+# A sentiment file's `subword_ids` hold every n-gram of tokens up to this
+# many characters (`sentiment_inputs` refuses longer ones).
+MAX_TOKEN_CHARS = 30
 FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
 # Examples of the representative data used for int8 calibration.
 CALIBRATION_EXAMPLES = 200
@@ -66,9 +72,10 @@ def export_litert(
 
     Args:
         model: A built Keras model with one or more fixed-rank inputs (a
-            `SpeechClassifier`, or any functional or `Sequential` model).
-            String inputs (`SentimentClassifier`) have no LiteRT builtins
-            and are refused.
+            `SpeechClassifier`, or any functional or `Sequential` model),
+            or a `SentimentClassifier`, whose file takes token ids
+            (`sentiment_inputs`), since LiteRT has no string ops. Other
+            models with string inputs are refused.
         path: The `.tflite` file to write.
         quantize: One of `"none"`, `"dynamic"`, `"int8"`. Defaults to
             `"none"`.
@@ -85,7 +92,9 @@ def export_litert(
     Returns:
         A dict: `path`, `bytes`, `quantize`, `batch_size`, `ops` (the
         builtin op names, sorted), `fused_lstm` (how many fused LSTM ops),
-        `labels` (the labels file, or `None`).
+        `labels` (the labels file, or `None`), `vocabulary` (a sentiment
+        model's `<path>.vocab.txt`, one token per line in id order, or
+        `None`).
 
     Example:
 
@@ -93,7 +102,7 @@ def export_litert(
     >>> report["fused_lstm"]
     2
     """
-    specs = _input_specs(model, batch_size)
+    specs, serve = _litert_api(model, batch_size)
     if quantize not in QUANTIZATIONS:
         raise ValueError(
             f"Argument `quantize` must be one of {QUANTIZATIONS}, got "
@@ -119,7 +128,7 @@ def export_litert(
     with tempfile.TemporaryDirectory() as staging:
         saved_model = os.path.join(staging, "saved_model")
         signatures = _write_litert_saved_model(
-            model, specs, saved_model, batch_size
+            model, specs, serve, saved_model, batch_size
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(
             saved_model, signature_keys=signatures
@@ -140,6 +149,13 @@ def export_litert(
         )
     _write_atomically(path, content)
     labels = _write_labels(model, path)
+    vocabulary = None
+    if _is_sentiment(model):
+        vocabulary = f"{path}.vocab.txt"
+        _write_atomically(
+            vocabulary,
+            "".join(f"{token}\n" for token in model.vocabulary()).encode(),
+        )
     report = {
         "path": path,
         "bytes": len(content),
@@ -148,6 +164,7 @@ def export_litert(
         "ops": sorted(set(ops)),
         "fused_lstm": ops.count(FUSED_LSTM),
         "labels": labels,
+        "vocabulary": vocabulary,
     }
     if verbose:
         print(
@@ -260,15 +277,17 @@ def _rnn_layers(model):
     ]
 
 
-def _write_litert_saved_model(model, specs, path, batch_size):
-    """The model's inference graph for the converter, as a SavedModel.
+def _is_sentiment(model):
+    from lstm_keras.applications import SentimentClassifier
 
-    Returns:
-        The signature names: `serving_default`, and `stream` for a model
-        that can stream (`lstm_keras.export.streaming`).
-    """
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    return isinstance(model, SentimentClassifier)
+
+
+def _litert_api(model, batch_size):
+    """`(specs, serve)`: the `serving_default` inputs and their function."""
+    if _is_sentiment(model):
+        return _sentiment_api(model, batch_size)
+    specs = _input_specs(model, batch_size)
 
     def serve(*inputs):
         inputs = inputs[0] if len(inputs) == 1 else list(inputs)
@@ -277,6 +296,89 @@ def _write_litert_saved_model(model, specs, path, batch_size):
             return {"probabilities": outputs}
         return outputs
 
+    return specs, serve
+
+
+def sentiment_inputs(model, texts):
+    """The inputs of a `SentimentClassifier`'s LiteRT file for `texts`.
+
+    The file takes token ids, not strings: `token_ids` (int32 `[n,
+    max_length]`, the ids of `model.vocabulary()` after the model's
+    standardization and whitespace split, 0 for padding, 1 for a word out
+    of the vocabulary) and, with subwords, `subword_ids` (int32 `[n,
+    max_length, max_ngrams]`, each token's character n-grams, `<` and `>`
+    around it, hashed by `tf.strings.to_hash_bucket_fast` into
+    `subword_buckets` rows; -1 where there is none). An app on a device
+    computes the same from the vocabulary file.
+
+    Args:
+        model: The `SentimentClassifier`.
+        texts: A sequence of strings.
+
+    Returns:
+        A dict of int32 numpy arrays by input name.
+    """
+    texts = tf.constant(list(texts))
+    standardized = model.standardizer(texts)
+    fit_length = model.get_layer("fit_length")
+    token_ids = np.asarray(fit_length(model.vectorizer(standardized)), "int32")
+    # The file's length is fixed: padding (masked) to max_length.
+    padding = fit_length.max_length - token_ids.shape[1]
+    inputs = {"token_ids": np.pad(token_ids, [(0, 0), (0, padding)])}
+    subword = _subword_layer(model)
+    if subword is not None:
+        inputs["subword_ids"] = subword.ngram_ids(
+            standardized, subword.max_ngrams(MAX_TOKEN_CHARS)
+        ).numpy()
+    return inputs
+
+
+def _subword_layer(model, suffix=""):
+    try:
+        return model.get_layer(f"subword_embedding{suffix}")
+    except ValueError:
+        return None
+
+
+def _sentiment_api(model, batch_size):
+    """A sentiment model from token ids: its layers after the strings."""
+    max_length = model.get_layer("fit_length").max_length
+    subword = _subword_layer(model)
+    specs = [tf.TensorSpec([batch_size, max_length], tf.int32, "token_ids")]
+    if subword is not None:
+        shape = [batch_size, max_length, subword.max_ngrams(MAX_TOKEN_CHARS)]
+        specs.append(tf.TensorSpec(shape, tf.int32, "subword_ids"))
+    members = model.get_config()["num_members"]
+    suffixes = [f"_{index}" if index else "" for index in range(members)]
+
+    def serve(token_ids, subword_ids=None):
+        mask = tf.not_equal(token_ids, 0)
+        outputs = []
+        for suffix in suffixes:
+            # The model's layers after the strings, as its graph runs them
+            # in inference (its dropouts are identities there).
+            x = model.get_layer(f"embedding{suffix}")(token_ids)
+            if subword_ids is not None:
+                x = x + _subword_layer(model, suffix).embed_ngram_ids(
+                    subword_ids
+                )
+            x = model.get_layer(f"backbone{suffix}")(x, mask=mask)
+            outputs.append(model.get_layer(f"probabilities{suffix}")(x))
+        probabilities = tf.reduce_mean(tf.stack(outputs), axis=0)
+        return {"probabilities": probabilities}
+
+    return specs, serve
+
+
+def _write_litert_saved_model(model, specs, serve, path, batch_size):
+    """The model's inference graph for the converter, as a SavedModel.
+
+    Returns:
+        The signature names: `serving_default`, and `stream` for a model
+        that can stream (`lstm_keras.export.streaming`).
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
     signatures = ["serving_default"]
     with export_context.litert_tracing():
         with export_context.inference_dropout_off(model):
