@@ -5,6 +5,7 @@ Every file here is converted by TensorFlow's own converter and run by
 the Keras model's; the op lists come from the file itself.
 """
 
+import doctest
 import os
 import subprocess
 import sys
@@ -417,3 +418,16 @@ def test_sentiment_inputs_refuse_a_token_too_long(tmp_path):
     model.adapt(TEXTS)
     with pytest.raises(ValueError, match="n-grams"):
         sentiment_inputs(model, ["a" * 40])
+
+
+def test_docstring_example(speech_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from lstm_keras.export import litert
+
+    globs = {**vars(litert), "model": speech_model}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in doctest.DocTestFinder().find(litert, globs=globs):
+        runner.run(test)
+    results = runner.summarize(verbose=False)
+    assert results.attempted > 0 and results.failed == 0
+    assert (tmp_path / "digits.tflite").exists()
