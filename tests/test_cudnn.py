@@ -594,13 +594,15 @@ def test_layer_supports_jit_unless_tensorflow_cudnn_may_run(gpu):
 
 
 @pytest.mark.tensorflow_only
-def test_tensorflow_order_cudnn_then_cpu_ops_then_serving():
+def test_tensorflow_order_cudnn_then_cpu_ops_then_litert_then_serving():
+    from lstm_keras.backends.tensorflow import litert
     from lstm_keras.backends.tensorflow import serving
 
     paths = dispatch.registered_fast_paths("tensorflow")
     assert paths == (
         cudnn.lstm_sequence,
         tf_cpu_path.lstm_sequence,
+        litert.lstm_sequence,
         serving.lstm_sequence,
     )
 

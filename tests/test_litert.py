@@ -431,3 +431,21 @@ def test_docstring_example(speech_model, tmp_path, monkeypatch):
     results = runner.summarize(verbose=False)
     assert results.attempted > 0 and results.failed == 0
     assert (tmp_path / "digits.tflite").exists()
+
+
+def test_require_fused_names_the_layers_that_would_loop(speech_model, tmp_path):
+    report = export_litert(
+        speech_model, tmp_path / "s.tflite", require_fused=True, verbose=False
+    )
+    assert report["fused_lstm"] == 2
+    inputs = keras.Input((None, FEATURES), batch_size=1)
+    x = _lstm(use_peepholes=True, return_sequences=True, name="peephole")(
+        inputs
+    )
+    x = _lstm(layer_norm=True, name="normed")(x)
+    model = keras.Model(inputs, x)
+    with pytest.raises(ValueError, match="`require_fused`") as error:
+        export_litert(model, tmp_path / "m.tflite", require_fused=True)
+    assert "'peephole': peepholes" in str(error.value)
+    assert "'normed': cell variant" in str(error.value)
+    assert not (tmp_path / "m.tflite").exists()

@@ -114,6 +114,12 @@ def parse_args(argv=None):
         help="litert: the batch size the file runs at (default 1)",
     )
     parser.add_argument(
+        "--require-fused",
+        action="store_true",
+        help="litert: refuse a model whose LSTMs cannot all run as the fused "
+        "kernel, naming them and why (default: run those as builtin loops)",
+    )
+    parser.add_argument(
         "--version",
         type=int,
         default=1,
@@ -217,6 +223,7 @@ def main(argv=None):
                 representative_data=examples,
                 batch_size=args.batch_size,
                 overwrite=args.overwrite,
+                require_fused=args.require_fused,
                 verbose=True,
             )
     except (ValueError, FileExistsError) as error:

@@ -66,6 +66,7 @@ def export_litert(
     representative_data=None,
     batch_size=1,
     overwrite=False,
+    require_fused=False,
     verbose=True,
 ):
     """Converts a built Keras model to a LiteRT file at `path`.
@@ -87,6 +88,9 @@ def export_litert(
             Defaults to `1`.
         overwrite: Boolean, whether an existing file is replaced (else it
             is an error). Defaults to `False`.
+        require_fused: Boolean, refuse (with the reasons) a model whose
+            LSTMs the fused kernel cannot all run in `serving_default`,
+            instead of running those as builtin loops. Defaults to `False`.
         verbose: Boolean, print what was written. Defaults to `True`.
 
     Returns:
@@ -128,9 +132,12 @@ def export_litert(
 
     with tempfile.TemporaryDirectory() as staging:
         saved_model = os.path.join(staging, "saved_model")
-        signatures = _write_litert_saved_model(
-            model, specs, serve, saved_model, batch_size
-        )
+        with export_context.litert_layer_records() as records:
+            signatures = _write_litert_saved_model(
+                model, specs, serve, saved_model, batch_size
+            )
+        if require_fused:
+            _check_fused(model, records)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             saved_model, signature_keys=signatures
         )
@@ -276,6 +283,20 @@ def _rnn_layers(model):
         for layer in model._flatten_layers(include_self=False)
         if isinstance(layer, keras.layers.RNN)
     ]
+
+
+def _check_fused(model, records):
+    """Raises a `ValueError` naming each LSTM that would run as a loop."""
+    loops = {name: reason for name, reason in records.items() if reason}
+    if loops:
+        listed = "; ".join(
+            f"layer {name!r}: {reason}"
+            for name, reason in sorted(loops.items())
+        )
+        raise ValueError(
+            "Argument `require_fused`: the fused LSTM kernel cannot run "
+            f"every LSTM of model {model.name!r} ({listed})."
+        )
 
 
 def _is_sentiment(model):

@@ -99,6 +99,35 @@ def tracing_for_litert():
 
 
 @contextlib.contextmanager
+def litert_layer_records():
+    """Collects how each `lstm_keras.LSTM` traced inside it runs in LiteRT.
+
+    Yields a dict, filled as layers trace: layer name -> `None` (the fused
+    kernel) or the reason it runs as a builtin loop. A layer traced more
+    than once (Keras traces some twice, once at a free batch size) counts
+    as fused when any of its traces is.
+    """
+    records = {}
+    outer = getattr(_STATE, "litert_records", None)
+    _STATE.litert_records = records
+    try:
+        yield records
+    finally:
+        _STATE.litert_records = outer
+
+
+def record_litert_layer(name, reason):
+    """Notes, for `litert_layer_records`, how layer `name` runs in LiteRT."""
+    records = getattr(_STATE, "litert_records", None)
+    if records is None:
+        return
+    if reason is None:
+        records[name] = None
+    else:
+        records.setdefault(name, reason)
+
+
+@contextlib.contextmanager
 def inference_dropout_off(model):
     """Sets the recurrent cells' dropout rates to 0 while tracing `model`.
 

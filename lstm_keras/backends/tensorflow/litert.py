@@ -55,7 +55,9 @@ from lstm_keras.backends.tensorflow import export_context
 from lstm_keras.backends.tensorflow import serving
 
 
-def _decline(reason):
+def _decline(reason, layer=None):
+    if layer is not None:
+        export_context.record_litert_layer(layer.name, reason)
     raise NotImplementedError(f"LiteRT path: {reason}")
 
 
@@ -73,11 +75,11 @@ def check_supported(layer, sequences, training):
         allow_unroll=True,
     )
     if reason:
-        _decline(reason)
+        _decline(reason, layer)
     if training and cell.dropout > 0:
-        _decline("dropout while training")
+        _decline("dropout while training", layer)
     if sequences.dtype != tf.float32 or cell.kernel.dtype != "float32":
-        _decline(f"dtype {sequences.dtype.name} (float32 only)")
+        _decline(f"dtype {sequences.dtype.name} (float32 only)", layer)
 
 
 def lstm_sequence(layer, sequences, initial_state, mask, training):
@@ -90,23 +92,29 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     weights = serving._Weights(layer.cell)
     h0, c0 = (tf.convert_to_tensor(s) for s in initial_state)
     batch = sequences.shape[0]
-    fusable = (
-        batch is not None
-        and sequences.shape[2] is not None
-        and not weights.use_peepholes
-    )
-    if not fusable:
+    keeps_states = layer.return_state or layer.stateful
+    loop_reason = None
+    if batch is None:
+        loop_reason = (
+            "a free batch size (the kernel's states are sized at conversion)"
+        )
+    elif sequences.shape[2] is None:
+        loop_reason = "an unknown feature size"
+    elif weights.use_peepholes:
+        loop_reason = "peepholes (the converter passes no peephole weights)"
+    elif keeps_states:
+        loop_reason = "return_state (the kernel outputs no final states)"
+    elif mask is not None and batch != 1:
+        loop_reason = "a mask on more than one row (the kernel takes none)"
+    export_context.record_litert_layer(layer.name, loop_reason)
+    if loop_reason is not None:
         last_output, outputs, h, c = _loop(
             layer, weights, sequences, mask, h0, c0
         )
     elif mask is None:
         last_output, outputs, h, c = _fused(layer, weights, sequences, h0, c0)
-    elif batch == 1 and not (layer.return_state or layer.stateful):
-        last_output, outputs, h, c = _fused_masked_row(
-            layer, weights, sequences, mask, h0, c0
-        )
     else:
-        last_output, outputs, h, c = _loop(
+        last_output, outputs, h, c = _fused_masked_row(
             layer, weights, sequences, mask, h0, c0
         )
     if not layer.return_sequences:
