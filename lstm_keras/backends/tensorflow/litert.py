@@ -49,8 +49,6 @@ import zlib
 
 import tensorflow as tf
 
-from lstm_keras import dispatch
-from lstm_keras.backends.tensorflow import cudnn
 from lstm_keras.backends.tensorflow import export_context
 from lstm_keras.backends.tensorflow import serving
 
@@ -63,23 +61,11 @@ def _decline(reason, layer=None):
 
 def check_supported(layer, sequences, training):
     """Raises `NotImplementedError` unless this path computes the layer."""
-    cell = layer.cell
     if not export_context.tracing_for_litert():
         _decline("not tracing for the TFLite converter")
-    reason = dispatch.standard_lstm_mismatch(
-        layer,
-        training,
-        cudnn.TANH,
-        cudnn.SIGMOID,
-        allow_peepholes=True,
-        allow_unroll=True,
-    )
+    reason = serving.stock_op_mismatch(layer, sequences, training)
     if reason:
         _decline(reason, layer)
-    if training and cell.dropout > 0:
-        _decline("dropout while training", layer)
-    if sequences.dtype != tf.float32 or cell.kernel.dtype != "float32":
-        _decline(f"dtype {sequences.dtype.name} (float32 only)", layer)
 
 
 def lstm_sequence(layer, sequences, initial_state, mask, training):

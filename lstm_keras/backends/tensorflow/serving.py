@@ -53,11 +53,12 @@ def _decline(reason):
     raise NotImplementedError(f"TensorFlow serving path: {reason}")
 
 
-def check_supported(layer, sequences, training):
-    """Raises `NotImplementedError` unless this path computes the layer."""
-    cell = layer.cell
-    if not export_context.exporting():
-        _decline("not tracing for export")
+def stock_op_mismatch(layer, sequences, training):
+    """Why the stock-op paths (this one, LiteRT's) cannot run the layer.
+
+    Returns:
+        A reason, or `None` when they cover the configuration.
+    """
     reason = dispatch.standard_lstm_mismatch(
         layer,
         training,
@@ -67,11 +68,21 @@ def check_supported(layer, sequences, training):
         allow_unroll=True,
     )
     if reason:
+        return reason
+    if training and layer.cell.dropout > 0:
+        return "dropout while training"
+    if sequences.dtype != tf.float32 or layer.cell.kernel.dtype != "float32":
+        return f"dtype {sequences.dtype.name} (float32 only)"
+    return None
+
+
+def check_supported(layer, sequences, training):
+    """Raises `NotImplementedError` unless this path computes the layer."""
+    if not export_context.exporting():
+        _decline("not tracing for export")
+    reason = stock_op_mismatch(layer, sequences, training)
+    if reason:
         _decline(reason)
-    if training and cell.dropout > 0:
-        _decline("dropout while training")
-    if sequences.dtype != tf.float32 or cell.kernel.dtype != "float32":
-        _decline(f"dtype {sequences.dtype.name} (float32 only)")
 
 
 def lstm_sequence(layer, sequences, initial_state, mask, training):
