@@ -20,6 +20,7 @@ from lstm_keras.applications import SpeechClassifier
 from lstm_keras.applications.speech import STREAMING_OPTIONS
 from lstm_keras.export import export_for_serving
 from lstm_keras.export import export_litert
+from lstm_keras.export import read_warmup_requests
 from lstm_keras.export import streaming
 from training import train as train_command
 
@@ -233,3 +234,21 @@ def test_litert_stream_with_changing_and_empty_chunks(model, exports):
             np.testing.assert_allclose(
                 out["probabilities"], model(clip[:, :position]), atol=1e-4
             )
+
+
+def test_warmup_requests_replay_on_the_stream_signature(model, exports):
+    """TF Serving replays the warm-up file on load: its stream requests
+    must run and give a state the next call takes."""
+    saved_model, _ = exports
+    loaded = tf.saved_model.load(str(saved_model))
+    requests = read_warmup_requests(str(saved_model))
+    streams = [inputs for name, inputs in requests if name == "stream"]
+    assert len(streams) == 2  # a row and a batch
+    for inputs in streams:
+        out = loaded.signatures["stream"](
+            **{name: tf.constant(value) for name, value in inputs.items()}
+        )
+        assert out["state"].shape == inputs["state"].shape
+        np.testing.assert_allclose(
+            tf.reduce_sum(out["probabilities"], axis=1), 1.0, atol=1e-5
+        )
