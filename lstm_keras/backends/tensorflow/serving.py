@@ -345,14 +345,14 @@ def _packed_loops(layer, weights, x, lengths, h0, c0):
     order = tf.argsort(lengths, direction="DESCENDING", stable=True)
     # Shard k takes the sorted rows k, k + shards, ...; `dealt` lists the
     # original row of each row of the shards' concatenated results.
-    dealt = tf.concat([order[k::shards] for k in range(shards)], axis=0)
+    shard_rows = [order[k::shards] for k in range(shards)]
+    dealt = tf.concat(shard_rows, axis=0)
 
     def run(x):
         # Time-major, so that a stretch of steps is one contiguous slice.
         x = tf.transpose(x, [1, 0, 2])
         parts = []
-        for k in range(shards):
-            rows = order[k::shards]
+        for rows in shard_rows:
             parts.append(
                 _packed_loop(
                     weights,
@@ -378,9 +378,13 @@ def _projection(weights, x):
 
     One matmul before the loop instead of one small one per step.
     """
-    x = tf.transpose(x, [1, 0, 2])
-    timesteps, batch = tf.shape(x)[0], tf.shape(x)[1]
-    z_x = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[2]]), weights.kernel)
+    return _time_major_projection(weights, tf.transpose(x, [1, 0, 2]))
+
+
+def _time_major_projection(weights, x):
+    """`x @ W + b` of time-major `x` `(timesteps, batch, features)`."""
+    timesteps, batch, features = tf.unstack(tf.shape(x))
+    z_x = tf.matmul(tf.reshape(x, [-1, features]), weights.kernel)
     return tf.reshape(z_x + weights.bias, [timesteps, batch, 4 * weights.units])
 
 
@@ -409,13 +413,14 @@ def _cell(weights, z_x_t, h_prev, c_prev):
 def _packed_loop(weights, x, lengths, h0, c0, return_sequences):
     """Rows sorted longest first, each run over its real steps alone.
 
-    `x` is time-major, `(timesteps, batch, features)`. Returns `(h_seq, h, c)` as `_right_padded_results`'s `run`. The steps
-    fall into stretches over which the active rows (those whose length is
-    past the step) stay the same leading block: an outer loop takes one
-    stretch at a time and an inner loop runs its steps over the block with
-    no mask, while the finished rows keep their state.
+    `x` is time-major, `(timesteps, batch, features)`. Returns `(h_seq,
+    h, c)` as `_right_padded_results`'s `run`. The steps fall into
+    stretches over which the active rows (those whose length is past the
+    step) stay the same leading block: an outer loop takes one stretch at a
+    time and an inner loop runs its steps over the block with no mask,
+    while the finished rows keep their state.
     """
-    timesteps, features = tf.shape(x)[0], tf.shape(x)[2]
+    timesteps = tf.shape(x)[0]
     # An empty batch's maximum is the lowest int32.
     longest = tf.maximum(tf.reduce_max(lengths), 0)
     if return_sequences:
@@ -428,11 +433,7 @@ def _packed_loop(weights, x, lengths, h0, c0, return_sequences):
         # The input projection of the stretch's real steps only, in one
         # matmul: padding costs no arithmetic.
         start = t
-        x_stretch = tf.reshape(x[start:end, :active], [-1, features])
-        z_x = tf.reshape(
-            tf.matmul(x_stretch, weights.kernel) + weights.bias,
-            [end - start, active, 4 * weights.units],
-        )
+        z_x = _time_major_projection(weights, x[start:end, :active])
 
         def step(i, h_prev, c_prev, *h_seq):
             h_next, c_next = _cell(weights, tf.gather(z_x, i), h_prev, c_prev)
