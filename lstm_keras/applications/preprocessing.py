@@ -8,6 +8,8 @@ reaches the LSTM. The layers run inside the models, on TensorFlow (string
 tensors and `tf.debugging` checks need it).
 """
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -147,6 +149,7 @@ def mel_weight_matrix(
     return weights.astype("float32")
 
 
+@functools.cache
 def hann_window(frame_length, fft_length):
     """`keras.ops.stft`'s `window="hann"` for `frame_length`-sample frames:
     periodic, centred in `fft_length` samples by zeros."""
@@ -159,6 +162,7 @@ def hann_window(frame_length, fft_length):
     return window
 
 
+@functools.cache
 def dft_stages(fft_length):
     """The constants of a two-stage DFT of `fft_length = n1 * n2` points.
 
@@ -203,6 +207,7 @@ def dft_stages(fft_length):
     return {name: value.astype("float32") for name, value in stages.items()}
 
 
+@functools.cache
 def dft_matrix(frame_length, fft_length):
     """The windowed real DFT as a matrix `[fft_length, 2 (fft_length//2+1)]`.
 
@@ -395,7 +400,7 @@ class LogMelSpectrogram(keras.layers.Layer):
     def _two_stage_dft(self, frames, stages):
         """Real and imaginary parts of the first `fft_length // 2 + 1` bins.
 
-        Sample `n = n2_size * a + b` of a frame is `x[a, b]`; bin `k = k1 +
+        Sample `n = n2 * a + b` of a frame is `x[a, b]`; bin `k = k1 +
         n1 * k2` is `sum_b W_N^(b k1) W_n2^(b k2) sum_a W_n1^(a k1) x[a, b]`.
         """
         n1 = stages["first"].shape[0]

@@ -9,7 +9,6 @@ of one call on a one-second clip (median and 90th percentile; the formats
 take turns, round after round, so that load from outside hits them alike).
 """
 
-import json
 import os
 import platform
 import tempfile
@@ -44,6 +43,7 @@ def deployment_table(run_dir, data, out_dir, verbose=True):
     import keras
 
     import lstm_keras  # noqa: F401  (registers the serializable classes)
+    from lstm_keras.applications import reports
     from lstm_keras.datasets import load_dataset
 
     model_path = os.path.join(run_dir, "model.keras")
@@ -103,8 +103,7 @@ def deployment_table(run_dir, data, out_dir, verbose=True):
         "cpu": _cpu_name(),
         "rows": rows,
     }
-    with open(os.path.join(out_dir, "deployment.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    reports.write_json(result, os.path.join(out_dir, "deployment.json"))
     _plot(rows, os.path.join(out_dir, "deployment.png"))
     if verbose:
         print(format_table(rows))

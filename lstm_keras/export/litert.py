@@ -39,6 +39,7 @@ batch_size=1)`); with a free batch size the LSTMs convert to builtin loops,
 since the fused kernel keeps its states at a size fixed at conversion.
 """
 
+import itertools
 import os
 import tempfile
 import warnings
@@ -49,6 +50,7 @@ import tensorflow as tf
 
 from lstm_keras.backends.tensorflow import export_context
 from lstm_keras.export import streaming
+from lstm_keras.export.saved_model import check_exportable
 
 QUANTIZATIONS = ("none", "dynamic", "int8")
 # A sentiment file's `subword_ids` hold every n-gram of tokens up to this
@@ -107,6 +109,7 @@ def export_litert(
     >>> report["fused_lstm"]
     2
     """
+    check_exportable(model)
     specs, serve = _litert_api(model, batch_size)
     if quantize not in QUANTIZATIONS:
         raise ValueError(
@@ -190,10 +193,9 @@ def _int8_lstms(converter, calibration):
     state) calibrated on `calibration`. The other ops stay float32: a
     log-mel front end's power spectrum spans more range than 8 bits hold.
     """
-    float_ops, _ = litert_ops(converter.convert())
     converter.representative_dataset = calibration
     options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_ops=sorted(set(float_ops) - {FUSED_LSTM})
+        denylisted_ops=sorted(set(_builtin_names().values()) - {FUSED_LSTM})
     )
     with warnings.catch_warnings():
         # The debugger runs TensorFlow's own (deprecated) interpreter.
@@ -206,6 +208,23 @@ def _int8_lstms(converter, calibration):
         return debugger.get_nondebug_quantized_model()
 
 
+def _schema():
+    # Private: TensorFlow's generated reader of the LiteRT schema, checked
+    # against TensorFlow 2.18-2.21.
+    from tensorflow.lite.python import schema_py_generated
+
+    return schema_py_generated
+
+
+def _builtin_names():
+    """Every LiteRT builtin op's code -> name."""
+    return {
+        value: name
+        for name, value in vars(_schema().BuiltinOperator).items()
+        if not name.startswith("_")
+    }
+
+
 def litert_ops(content):
     """The ops of a LiteRT flatbuffer, over all its subgraphs.
 
@@ -216,15 +235,8 @@ def litert_ops(content):
         `(builtins, custom)`: the builtin op names, one per op (so counts
         are kept), and the set of custom op codes (Flex ops among them).
     """
-    # Private: TensorFlow's generated reader of the LiteRT schema, checked
-    # against TensorFlow 2.18-2.21.
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    names = {
-        value: name
-        for name, value in vars(schema.BuiltinOperator).items()
-        if not name.startswith("_")
-    }
+    schema = _schema()
+    names = _builtin_names()
     model = schema.Model.GetRootAs(content, 0)
     codes = []
     for index in range(model.OperatorCodesLength()):
@@ -269,20 +281,7 @@ def _input_specs(model, batch_size):
         specs.append(
             tf.TensorSpec([batch_size, *tensor.shape[1:]], tensor.dtype, name)
         )
-    if any(layer.stateful for layer in _rnn_layers(model)):
-        raise ValueError(
-            f"Model {model.name!r} has a stateful recurrent layer, whose "
-            "state a LiteRT file cannot carry; export a stateless copy."
-        )
     return specs
-
-
-def _rnn_layers(model):
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, keras.layers.RNN)
-    ]
 
 
 def _check_fused(model, records):
@@ -406,26 +405,11 @@ def _write_litert_saved_model(model, specs, serve, path, batch_size):
         with export_context.inference_dropout_off(model):
             archive.add_endpoint("serving_default", serve, specs)
             if streaming.streaming_problem(model) is None:
-
-                def stream(samples, state):
-                    probabilities, new_state = streaming.stream_step(
-                        model, samples, state
-                    )
-                    return {"probabilities": probabilities, "state": new_state}
-
+                stream, stream_specs = streaming.stream_signature(
+                    model, batch_size
+                )
                 archive.add_endpoint(
-                    streaming.STREAM_SIGNATURE,
-                    stream,
-                    [
-                        tf.TensorSpec(
-                            [batch_size, None], tf.float32, "samples"
-                        ),
-                        tf.TensorSpec(
-                            [batch_size, streaming.state_size(model)],
-                            tf.float32,
-                            "state",
-                        ),
-                    ],
+                    streaming.STREAM_SIGNATURE, stream, stream_specs
                 )
                 signatures.append(streaming.STREAM_SIGNATURE)
             archive.write_out(path, verbose=False)
@@ -433,28 +417,37 @@ def _write_litert_saved_model(model, specs, serve, path, batch_size):
 
 
 def _calibration(representative_data, specs):
-    """The converter's `representative_dataset` from unbatched examples."""
+    """The converter's `representative_dataset` from unbatched examples.
+
+    The examples are read once, here, and checked before any conversion,
+    so that a one-shot iterator serves every pass over the data.
+    """
     batch_size = specs[0].shape[0]
+    examples = []
+    for example in itertools.islice(
+        representative_data, CALIBRATION_EXAMPLES * batch_size
+    ):
+        parts = example if isinstance(example, (list, tuple)) else [example]
+        if len(parts) != len(specs):
+            raise ValueError(
+                f"Each example of `representative_data` must have "
+                f"{len(specs)} part(s), one per model input; got "
+                f"{len(parts)}."
+            )
+        examples.append([np.asarray(part) for part in parts])
+    batches = [
+        [
+            _stack(
+                [example[index] for example in examples[i : i + batch_size]],
+                spec,
+            )
+            for index, spec in enumerate(specs)
+        ]
+        for i in range(0, len(examples) - batch_size + 1, batch_size)
+    ]
 
     def rows():
-        batch = []
-        for count, example in enumerate(representative_data):
-            if count >= CALIBRATION_EXAMPLES * batch_size:
-                break
-            parts = example if isinstance(example, (list, tuple)) else [example]
-            if len(parts) != len(specs):
-                raise ValueError(
-                    f"Each example of `representative_data` must have "
-                    f"{len(specs)} part(s), one per model input; got "
-                    f"{len(parts)}."
-                )
-            batch.append([np.asarray(part) for part in parts])
-            if len(batch) == batch_size:
-                yield [
-                    _stack([example[index] for example in batch], spec)
-                    for index, spec in enumerate(specs)
-                ]
-                batch = []
+        yield from batches
 
     return rows
 

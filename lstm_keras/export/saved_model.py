@@ -157,7 +157,7 @@ def write_saved_model(
     Returns:
         `path`.
     """
-    _check_model(model)
+    check_exportable(model)
     # Checked before anything is written.
     api = serving_api(model, class_names, sample_rate, input_signature)
     path = os.path.abspath(os.fspath(path))
@@ -191,7 +191,12 @@ def write_saved_model(
     return path
 
 
-def _check_model(model):
+def check_exportable(model):
+    """Raises a `ValueError` unless `model` is a built, stateless Keras model.
+
+    Shared by the SavedModel and LiteRT exports: neither can carry a state
+    from one request to the next.
+    """
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(
             "Argument `model` must be a built Keras model, got "

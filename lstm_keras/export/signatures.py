@@ -305,16 +305,8 @@ def _classifier_api(model, inputs, call_model, class_names, sample_rate):
 
     stream, stream_inputs = None, ()
     if can_stream:
-        stream_inputs = [
-            ("samples", tf.TensorSpec([None, None], tf.float32, "samples")),
-            ("state", tf.TensorSpec([None, size], tf.float32, "state")),
-        ]
-
-        def stream(samples, state):
-            probabilities, new_state = streaming.stream_step(
-                model, samples, state
-            )
-            return {"probabilities": probabilities, "state": new_state}
+        stream, specs = streaming.stream_signature(model)
+        stream_inputs = [(spec.name, spec) for spec in specs]
 
     spec = _spec(model, inputs, class_names, sample_rate, size, multiple)
     return ServingAPI(

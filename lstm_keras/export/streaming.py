@@ -96,6 +96,25 @@ def chunk_multiple(model):
     return model.log_mel.frame_step
 
 
+def stream_signature(model, batch_size=None):
+    """The `stream` signature of `model`: `(function, input specs)`.
+
+    The function takes `samples` and `state` and returns the dict of
+    `probabilities` and `state`; the specs fix the batch size when
+    `batch_size` is given (a LiteRT file).
+    """
+    specs = [
+        tf.TensorSpec([batch_size, None], tf.float32, "samples"),
+        tf.TensorSpec([batch_size, state_size(model)], tf.float32, "state"),
+    ]
+
+    def stream(samples, state):
+        probabilities, new_state = stream_step(model, samples, state)
+        return {"probabilities": probabilities, "state": new_state}
+
+    return stream, specs
+
+
 def stream_step(model, samples, state):
     """The probabilities for the samples so far, and the next state.
 
@@ -109,13 +128,13 @@ def stream_step(model, samples, state):
     Returns:
         `(probabilities, state)`: `[batch, classes]` and the new state.
     """
-    check_streaming(model)
+    size = state_size(model)  # checks that the model can stream
     log_mel = model.log_mel
     step, frame_length = log_mel.frame_step, log_mel.frame_length
     keep = kept_samples(model)
-    cap = step * math.ceil(frame_length / step)
+    # Past `keep + step` samples seen, the framing no longer depends on it.
+    cap = keep + step
     layers = model.backbone.lstm_layers
-    size = state_size(model)
 
     samples = tf.convert_to_tensor(samples, tf.float32)
     state = tf.convert_to_tensor(state, tf.float32)

@@ -157,6 +157,29 @@ def inference_dropout_off(model):
             cell.dropout, cell.recurrent_dropout = dropout, recurrent_dropout
 
 
+def _wrap_method(cls, name, context):
+    """Runs method `name` of `cls` inside `context(self)`, once.
+
+    The method is replaced on the class of `cls`'s MRO that defines it;
+    a wrapped method is left as it is (idempotent), and a class without
+    the method too.
+    """
+    owner = next((c for c in cls.__mro__ if name in vars(c)), None)
+    if owner is None:
+        return
+    original = vars(owner)[name]
+    if getattr(original, _HOOK_ATTRIBUTE, False):
+        return
+
+    @functools.wraps(original)
+    def wrapped(self, *args, **kwargs):
+        with context(self):
+            return original(self, *args, **kwargs)
+
+    setattr(wrapped, _HOOK_ATTRIBUTE, True)
+    setattr(owner, name, wrapped)
+
+
 def install_keras_export_hook():
     """Makes `ExportArchive.write_out` trace inside `export_tracing()`.
 
@@ -165,20 +188,7 @@ def install_keras_export_hook():
     TensorFlow's save context does not cover that trace. Idempotent.
     """
     archive_class = type(keras.export.ExportArchive())
-    for owner in archive_class.__mro__:
-        if "write_out" in vars(owner):
-            break
-    original = owner.write_out
-    if getattr(original, _HOOK_ATTRIBUTE, False):
-        return
-
-    @functools.wraps(original)
-    def write_out(self, *args, **kwargs):
-        with export_tracing():
-            return original(self, *args, **kwargs)
-
-    setattr(write_out, _HOOK_ATTRIBUTE, True)
-    owner.write_out = write_out
+    _wrap_method(archive_class, "write_out", lambda archive: export_tracing())
 
 
 def _keras_model_converter_class():
@@ -190,6 +200,12 @@ def _keras_model_converter_class():
     except Exception:  # noqa: BLE001  (no converter in this TensorFlow)
         return None
     return type(converter)
+
+
+@contextlib.contextmanager
+def _converting_keras_model(converter):
+    with litert_tracing(), inference_dropout_off(converter._keras_model):
+        yield
 
 
 def install_litert_converter_hook():
@@ -205,22 +221,9 @@ def install_litert_converter_hook():
     builtin loop.
     """
     converter_class = _keras_model_converter_class()
-    method = "_convert_keras_to_saved_model"
-    if converter_class is None:
-        return
-    for owner in converter_class.__mro__:
-        if method in vars(owner):
-            break
-    else:
-        return
-    original = getattr(owner, method)
-    if getattr(original, _HOOK_ATTRIBUTE, False):
-        return
-
-    @functools.wraps(original)
-    def convert_keras_to_saved_model(self, *args, **kwargs):
-        with litert_tracing(), inference_dropout_off(self._keras_model):
-            return original(self, *args, **kwargs)
-
-    setattr(convert_keras_to_saved_model, _HOOK_ATTRIBUTE, True)
-    setattr(owner, method, convert_keras_to_saved_model)
+    if converter_class is not None:
+        _wrap_method(
+            converter_class,
+            "_convert_keras_to_saved_model",
+            _converting_keras_model,
+        )
