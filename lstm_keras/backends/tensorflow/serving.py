@@ -384,8 +384,12 @@ def _projection(weights, x):
 def _time_major_projection(weights, x):
     """`x @ W + b` of time-major `x` `(timesteps, batch, features)`."""
     timesteps, batch, features = tf.unstack(tf.shape(x))
-    z_x = tf.matmul(tf.reshape(x, [-1, features]), weights.kernel)
-    return tf.reshape(z_x + weights.bias, [timesteps, batch, 4 * weights.units])
+    # `bias_add`, not `+`: grappler fuses it into the matmul, where a
+    # separate add of the whole projection costs as much as the product.
+    z_x = tf.nn.bias_add(
+        tf.matmul(tf.reshape(x, [-1, features]), weights.kernel), weights.bias
+    )
+    return tf.reshape(z_x, [timesteps, batch, 4 * weights.units])
 
 
 def _cell(weights, z_x_t, h_prev, c_prev):
@@ -436,15 +440,16 @@ def _packed_loop(weights, x, lengths, h0, c0, return_sequences):
         z_x = _time_major_projection(weights, x[start:end, :active])
 
         def step(i, h_prev, c_prev, *h_seq):
-            h_next, c_next = _cell(weights, tf.gather(z_x, i), h_prev, c_prev)
+            h_next, c_next = _cell(weights, z_x[i], h_prev, c_prev)
             if return_sequences:
                 # The finished rows' entries are padding, replaced later.
                 h_next_all = tf.concat([h_next, done_h], 0)
                 h_seq = [h_seq[0].write(start + i, h_next_all)]
             return (i + 1, h_next, c_next, *h_seq)
 
+        steps = end - start
         _, h, c, *h_seq = tf.while_loop(
-            lambda i, *_: i < end - start,
+            lambda i, *_: i < steps,
             step,
             (0, h[:active], c[:active], *h_seq),
         )
