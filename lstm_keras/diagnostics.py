@@ -30,8 +30,7 @@ import numpy as np
 from keras import ops
 
 # Where Keras 3 keeps a tensor's mask, on every backend.
-from keras.src.backend.common.masking import get_keras_mask
-
+from lstm_keras.compat import get_keras_mask
 from lstm_keras.lstm import LSTM
 from lstm_keras.lstm_cell import GATE_ORDER
 

@@ -13,8 +13,14 @@ Dispatch rules, in order:
    float32).
 3. `use_cudnn=True` with no fast path that took the call is an error, as in
    `keras.layers.LSTM`.
-4. Otherwise the generic path runs: `generic_lstm_sequence`, written in
-   `keras.ops`, which runs on every backend.
+4. Otherwise the generic path runs:
+   `lstm_keras.generic_loop.generic_lstm_sequence`, written in `keras.ops`,
+   which runs on every backend.
+
+Dependencies go one way: this module imports the backends' fast paths
+(`lstm_keras.backends`, for the active backend only), and they import what
+they share from `lstm_keras.generic_loop` and
+`lstm_keras.fast_path_conditions`, never from this module.
 
 Fast paths, in the order they are tried (TensorFlow: cuDNN, then its CPU
 ops, then the LiteRT path, then the stock-op path of exports; JAX: cuDNN;
@@ -52,7 +58,7 @@ torch: `torch._VF.lstm`):
 - TensorFlow's CPU ops (`lstm_keras.backends.tensorflow.fast_path`): two
   C++ ops, the sequence and its backpropagation through time, built on
   first use from the installed TensorFlow's headers (prebuild with
-  `python -m lstm_keras.backends.tensorflow`). They cover float32, the
+  `python -m training.build_ops`). They cover float32, the
   default activations (tanh, sigmoid), masks (any padding, fully masked
   rows), initial states, `go_backwards`, `return_sequences`,
   `return_state`, `stateful`, `zero_output_for_mask`, input dropout and
@@ -91,16 +97,12 @@ import os
 import threading
 
 import keras
-from keras import ops
 
-# `keras.layers.RNN` itself loops with this function; it handles masks,
-# `go_backwards`, `unroll` and every backend's loop primitive.
-from keras.src.backend import rnn as backend_rnn
+from lstm_keras import generic_loop
 
 # Backend name -> the fast paths to try, in order (a tuple; a bare callable,
 # as tests may set with `monkeypatch.setitem`, counts as a tuple of one).
 _FAST_PATHS = {}
-_UNKNOWN_LENGTH_BOUND = 2**31 - 1
 _DISABLED = threading.local()
 
 
@@ -109,7 +111,7 @@ def register_fast_path(backend_name, *fns):
 
     Each `fn(layer, sequences, initial_state, mask, training)` runs the
     whole sequence and returns `(last_output, outputs, [h, c])` like
-    `generic_lstm_sequence`, or raises `NotImplementedError` to decline, and
+    `lstm_sequence`, or raises `NotImplementedError` to decline, and
     then the next one is tried. The registration replaces the backend's
     earlier one, so `register_fast_path(name, fn)` makes `fn` its only
     fast path.
@@ -162,63 +164,6 @@ def fast_paths_enabled():
     if getattr(_DISABLED, "depth", 0):
         return False
     return os.environ.get("LSTM_KERAS_FAST_PATH", "1").strip() != "0"
-
-
-def standard_lstm_mismatch(
-    layer,
-    training,
-    activations=(keras.activations.tanh,),
-    recurrent_activations=(keras.activations.sigmoid,),
-    require_bias=False,
-    allow_peepholes=False,
-    allow_unroll=False,
-    allow_recurrent_dropout=False,
-):
-    """Why a kernel of the standard LSTM cannot run `layer`, or `None`.
-
-    The conditions every fast path shares (cuDNN's and our CPU ops'):
-    no unrolling, none of the cell variants, the default activations, and
-    (cuDNN's kernels lack it) no recurrent dropout while training.
-
-    Args:
-        layer: An `lstm_keras.LSTM`.
-        training: Whether dropout is active.
-        activations: The activations the kernel accepts for `activation`.
-            Defaults to Keras's `tanh`.
-        recurrent_activations: Those it accepts for
-            `recurrent_activation`. Defaults to Keras's `sigmoid`.
-        require_bias: Whether the kernel needs `use_bias=True` (cuDNN's
-            condition in Keras). Defaults to `False`.
-        allow_peepholes: Whether the kernel computes the peephole variant
-            (TensorFlow's `BlockLSTMV2` does). Defaults to `False`.
-        allow_unroll: Whether `unroll=True` may run it (a kernel that runs
-            a traced graph only, where unrolling changes nothing). Defaults
-            to `False`.
-        allow_recurrent_dropout: Whether the kernel takes a recurrent
-            dropout mask (our CPU ops do). Defaults to `False`.
-
-    Returns:
-        A short reason for a `NotImplementedError`, or `None` when the
-        layer's configuration is the kernel's.
-    """
-    cell = layer.cell
-    if layer.unroll and not allow_unroll:
-        return "unroll=True"
-    if (
-        (getattr(cell, "use_peepholes", False) and not allow_peepholes)
-        or getattr(cell, "layer_norm", False)
-        or getattr(cell, "projection_units", None)
-    ):
-        return "cell variant (peepholes, layer norm or projection)"
-    if not any(cell.activation is f for f in activations):
-        return "activation is not tanh"
-    if not any(cell.recurrent_activation is f for f in recurrent_activations):
-        return "recurrent_activation is not sigmoid"
-    if require_bias and not cell.use_bias:
-        return "use_bias=False (Keras's cuDNN condition)"
-    if training and cell.recurrent_dropout > 0 and not allow_recurrent_dropout:
-        return "recurrent dropout"
-    return None
 
 
 def layer_supports_jit(layer):
@@ -305,110 +250,9 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
             "layer configuration with this backend. Pass use_cudnn='auto' "
             "to fall back to the generic implementation."
         )
-    return generic_lstm_sequence(
+    return generic_loop.generic_lstm_sequence(
         layer, sequences, initial_state, mask, training
     )
-
-
-def generic_lstm_sequence_as_fast_path(
-    layer, sequences, initial_state, mask, training
-):
-    """`generic_lstm_sequence`, its result shaped as a fast path's.
-
-    For the other branch of a run-time choice (`tf.cond`, `jax.lax.cond`)
-    beside a fast path: both branches must return the same shapes, and the
-    fast paths return `outputs` `(batch, 1, units)` without
-    `return_sequences` (`keras.layers.RNN.call` reads `outputs` only with
-    it). Arguments and return value as for `lstm_sequence`.
-    """
-    last_output, outputs, states = generic_lstm_sequence(
-        layer, sequences, initial_state, mask, training
-    )
-    if not layer.return_sequences:
-        outputs = last_output[:, None]
-    return last_output, outputs, list(states)
-
-
-def generic_lstm_sequence(layer, sequences, initial_state, mask, training):
-    """The reference sequence loop, in `keras.ops`, for every backend.
-
-    The input projection `x_t @ W + b` of all timesteps is one matmul before
-    the loop; each step then only multiplies `h_prev @ U`. Arguments and
-    return value as for `lstm_sequence`.
-
-    Masks are applied inside the step rather than by `backend.rnn`, whose
-    backends disagree at masked steps (JAX's scan emits `h_prev` where the
-    others emit the previous output, and the unrolled loops ignore
-    `zero_output_for_mask`). Here, on every backend, a masked step keeps
-    `h` and `c` and outputs zeros if `zero_output_for_mask`, else the
-    previous step's output (zeros before the first real step), which is
-    TensorFlow's behaviour.
-    """
-    cell = layer.cell
-    if layer.stateful and keras.backend.backend() == "torch":
-        # A stateful layer's initial state is its state variables, which
-        # `keras.layers.RNN.call` overwrites in place after this loop; torch
-        # autograd rejects that for tensors the graph saved, so use copies.
-        initial_state = [ops.copy(state) for state in initial_state]
-    if mask is not None:
-        mask = ops.cast(mask, "bool")
-        # Padding may hold anything (even NaN): zero it so that masked steps
-        # cannot leak NaN into gradients through the unselected branch.
-        sequences = ops.where(
-            ops.expand_dims(mask, -1), sequences, ops.zeros_like(sequences)
-        )
-    if training and cell.dropout > 0:
-        input_mask = cell.get_dropout_mask(sequences[:, 0, :])
-        sequences = sequences * ops.expand_dims(input_mask, 1)
-    recurrent_mask = None
-    if training and cell.recurrent_dropout > 0:
-        recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
-    z_x = cell.input_projection(sequences)  # (batch, timesteps, 4 * units)
-    states = list(initial_state)
-
-    def lstm_step(z_x_t, h_prev, c_prev):
-        if recurrent_mask is not None:
-            h_prev = h_prev * recurrent_mask
-        return cell.recurrent_step(z_x_t, h_prev, c_prev)
-
-    if mask is None:
-
-        def step(z_x_t, states):
-            h, c = lstm_step(z_x_t, states[0], states[1])
-            return h, [h, c]
-
-    else:
-        # The mask rides along as a second input sequence, and the previous
-        # output as a third state, so the loop needs no backend masking.
-        z_x = (z_x, ops.expand_dims(mask, -1))
-        states.append(ops.zeros_like(states[0]))
-
-        def step(inputs_t, states):
-            z_x_t, is_real = inputs_t  # is_real: (batch, 1)
-            h_prev, c_prev, output_prev = states
-            h, c = lstm_step(z_x_t, h_prev, c_prev)
-            if layer.zero_output_for_mask:
-                output_prev = ops.zeros_like(h)
-            output = ops.where(is_real, h, output_prev)
-            h = ops.where(is_real, h, h_prev)
-            c = ops.where(is_real, c, c_prev)
-            return output, [h, c, output]
-
-    # With `input_length=None`, `backend.rnn` reads `inputs.shape[1]`,
-    # which the (z_x, mask) tuple lacks. The length only bounds the loop
-    # (TensorFlow's `maximum_iterations`), which stops at the sequences'
-    # end anyway, so an unknown length may pass the largest bound.
-    input_length = sequences.shape[1] or _UNKNOWN_LENGTH_BOUND
-    last_output, outputs, final_states = backend_rnn(
-        step,
-        z_x,
-        states,
-        go_backwards=layer.go_backwards,
-        unroll=layer.unroll,
-        input_length=input_length,
-        return_all_outputs=layer.return_sequences,
-    )
-    return last_output, outputs, list(final_states[:2])
 
 
 _register_builtin_fast_paths()

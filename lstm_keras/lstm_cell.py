@@ -40,7 +40,7 @@ from keras import regularizers
 # `keras.layers.RNN` draws the dropout masks once per sequence, outside its
 # loop, only for cells that are instances of this (private) mixin; without it
 # a mask would be drawn inside a traced loop, which JAX cannot do.
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+from lstm_keras.compat import DropoutRNNCell
 
 GATE_ORDER = ("input", "forget", "candidate", "output")
 """The order of the four gates inside the fused kernels (Keras's order)."""

@@ -1,11 +1,17 @@
 """The dispatch rules of lstm_keras.dispatch: fast path first, then generic."""
 
+import ast
+import pathlib
+
 import keras
 import numpy as np
 import pytest
 
 import lstm_keras
 from lstm_keras import dispatch
+from lstm_keras import generic_loop
+
+PACKAGE = pathlib.Path(lstm_keras.__file__).parent
 
 
 @pytest.fixture
@@ -34,7 +40,7 @@ def test_registered_fast_path_is_used_when_it_accepts(fast_path_slot):
 
     def doubling_fast_path(layer, sequences, initial_state, mask, training):
         calls.append(training)
-        last, outputs, states = dispatch.generic_lstm_sequence(
+        last, outputs, states = generic_loop.generic_lstm_sequence(
             layer, sequences, initial_state, mask, training
         )
         return 2 * last, outputs, states
@@ -92,7 +98,7 @@ def test_fast_paths_are_tried_in_registered_order(fast_path_slot):
     def scaling(factor):
         def fast_path(layer, sequences, initial_state, mask, training):
             tried.append(factor)
-            last, outputs, states = dispatch.generic_lstm_sequence(
+            last, outputs, states = generic_loop.generic_lstm_sequence(
                 layer, sequences, initial_state, mask, training
             )
             return factor * last, outputs, states
@@ -179,3 +185,72 @@ def test_generic_path_with_a_mask_and_an_unknown_length(go_backwards):
         np.testing.assert_allclose(
             traced(x, mask).numpy(), expected, rtol=1e-6, atol=1e-6
         )
+
+
+def _imported_modules(path):
+    """The dotted names a module imports, function-local imports included;
+    for `from a import b`, both `a` and `a.b` (`b` may be a module)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = path.relative_to(PACKAGE.parent).parent.parts
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _module_file(name):
+    """The file of module `name` inside `lstm_keras`, or `None`."""
+    parts = name.split(".")
+    if parts[0] != "lstm_keras":
+        return None
+    base = PACKAGE.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def test_no_backend_module_imports_dispatch():
+    backends = sorted((PACKAGE / "backends").rglob("*.py"))
+    assert backends
+    offenders = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in backends
+        if "lstm_keras.dispatch" in _imported_modules(path)
+    ]
+    assert not offenders, (
+        f"{offenders} import lstm_keras.dispatch; backends take what they "
+        "share from lstm_keras.generic_loop and "
+        "lstm_keras.fast_path_conditions"
+    )
+
+
+def _package_modules(names):
+    # `lstm_keras` itself imports dispatch, and has begun to run before
+    # dispatch does, so it does not count as imported by dispatch.
+    return [n for n in names if n != "lstm_keras" and _module_file(n)]
+
+
+def test_nothing_dispatch_imports_imports_it_back():
+    seen = set()
+    pending = _package_modules(_imported_modules(PACKAGE / "dispatch.py"))
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        imported = _imported_modules(_module_file(name))
+        assert "lstm_keras.dispatch" not in imported, (
+            f"{name}, which lstm_keras.dispatch imports, imports it back"
+        )
+        pending.extend(_package_modules(imported))
+    assert "lstm_keras.generic_loop" in seen
+    assert "lstm_keras.backends.tensorflow.cudnn" in seen

@@ -15,6 +15,7 @@ from sample_inputs import TEXTS
 from sample_inputs import tones
 
 import lstm_keras
+from lstm_keras import compat
 from lstm_keras import export
 from lstm_keras.applications import SentimentClassifier
 from lstm_keras.applications import SpeechClassifier
@@ -195,7 +196,7 @@ def test_saved_model_cli_shows_and_runs_the_signature(exported, tmp_path):
     model, path = exported["sentiment"]
     cli = [SAVED_MODEL_CLI]
     if not os.path.exists(SAVED_MODEL_CLI):
-        cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+        cli = [sys.executable, "-m", compat.SAVED_MODEL_CLI_MODULE]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     shown = subprocess.run(
         [*cli, "show", "--dir", path, "--all"],

@@ -19,11 +19,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config
 
 from lstm_keras.applications import pipelines
 from lstm_keras.applications import presets
 from lstm_keras.applications import runner
+from lstm_keras.compat import tf_framework_config as tf_config
 from lstm_keras.datasets import samples_dir
 from training import train
 

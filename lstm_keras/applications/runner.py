@@ -641,7 +641,7 @@ def deterministic_ops():
     """TF's deterministic kernels inside, the previous setting restored after
     (so a run inside a test session leaves the process as it found it)."""
     # TF exports the switch on only; the switch off is in its config module.
-    from tensorflow.python.framework import config as tf_config
+    from lstm_keras.compat import tf_framework_config as tf_config
 
     was_enabled = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()

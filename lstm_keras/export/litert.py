@@ -209,9 +209,7 @@ def _int8_lstms(converter, calibration):
 
 
 def _schema():
-    # Private: TensorFlow's generated reader of the LiteRT schema, checked
-    # against TensorFlow 2.18-2.21.
-    from tensorflow.lite.python import schema_py_generated
+    from lstm_keras.compat import litert_schema as schema_py_generated
 
     return schema_py_generated
 

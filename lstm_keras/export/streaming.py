@@ -37,9 +37,9 @@ import math
 
 import tensorflow as tf
 
-from lstm_keras import dispatch
 from lstm_keras.backends.tensorflow import cudnn
 from lstm_keras.backends.tensorflow import serving
+from lstm_keras.fast_path_conditions import standard_lstm_mismatch
 
 STREAM_SIGNATURE = "stream"
 
@@ -59,7 +59,7 @@ def streaming_problem(model):
     if log_mel.fft_length != log_mel.frame_length:
         return "its fft_length differs from frame_length"
     for layer in model.backbone.lstm_layers:
-        reason = dispatch.standard_lstm_mismatch(
+        reason = standard_lstm_mismatch(
             layer, False, cudnn.TANH, cudnn.SIGMOID, allow_peepholes=True
         )
         if reason:

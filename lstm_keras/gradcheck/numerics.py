@@ -151,7 +151,7 @@ def float64_mode(enabled=True):
     >>> ops.convert_to_numpy(y).dtype
     dtype('float64')
     """
-    from keras.src.backend.common import dtypes
+    from lstm_keras.compat import keras_dtypes as dtypes
 
     changed = False
     restore_x64 = None

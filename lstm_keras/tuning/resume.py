@@ -41,10 +41,10 @@ import os
 import time
 
 import keras_tuner
-from keras_tuner.src.engine import metrics_tracking
-from keras_tuner.src.engine import trial as trial_module
 
 from lstm_keras.applications.reports import write_json
+from lstm_keras.compat import tuner_metrics_tracking as metrics_tracking
+from lstm_keras.compat import tuner_trial as trial_module
 
 RUNNING = trial_module.TrialStatus.RUNNING
 ENDED = (trial_module.TrialStatus.COMPLETED, trial_module.TrialStatus.FAILED)

@@ -221,7 +221,8 @@ def chief_calls_bounded(timeout):
     """KerasTuner's worker calls to the chief wait `timeout` seconds (not
     an hour) for it, and a call that fails says which chief."""
     import grpc
-    from keras_tuner.src.distribute import oracle_client
+
+    from lstm_keras.compat import tuner_oracle_client as oracle_client
 
     saved = oracle_client.TIMEOUT
     oracle_client.TIMEOUT = timeout

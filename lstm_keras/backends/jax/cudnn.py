@@ -8,7 +8,7 @@ back to the generic path. The weights are packed as Keras's own
 every mask, right-padded masks run on cuDNN as sequence lengths; any other
 mask (not right-padded, or a fully masked row) goes to the generic path,
 decided in Python for a concrete mask and by `jax.lax.cond` for a traced
-one. Outputs at masked steps are what `dispatch.generic_lstm_sequence`
+one. Outputs at masked steps are what `generic_loop.generic_lstm_sequence`
 gives.
 """
 
@@ -20,7 +20,8 @@ import keras
 # swap cuDNN's `lstm` for its CPU reference.
 from jax.experimental import rnn as jax_rnn
 
-from lstm_keras import dispatch
+from lstm_keras.fast_path_conditions import standard_lstm_mismatch
+from lstm_keras.generic_loop import generic_lstm_sequence_as_fast_path
 
 # The activations cuDNN computes (Keras's `cudnn_ok` for JAX).
 _TANH = (keras.activations.tanh, jnp.tanh, keras.ops.tanh)
@@ -40,7 +41,7 @@ def check_supported(layer, sequences, training):
     cell = layer.cell
     if not _gpu_available():
         _decline("JAX's default backend is not a GPU")
-    reason = dispatch.standard_lstm_mismatch(
+    reason = standard_lstm_mismatch(
         layer, training, _TANH, _SIGMOID, require_bias=True
     )
     if reason:
@@ -105,7 +106,7 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     return jax.lax.cond(
         supported,
         lambda: _cudnn_sequence(layer, sequences, h0, c0, mask, training),
-        lambda: dispatch.generic_lstm_sequence_as_fast_path(
+        lambda: generic_lstm_sequence_as_fast_path(
             layer, sequences, [h0, c0], mask, training
         ),
     )

@@ -10,9 +10,9 @@ helpers. Two things differ from Keras, because this layer's semantics win:
   masked row) is never asserted on: in eager mode it is checked in Python
   and declined; in a traced function a `tf.cond` on the mask picks the
   generic path at run time.
-- Outputs at masked steps are what `dispatch.generic_lstm_sequence` gives
-  (zeros, or the last real output without `zero_output_for_mask`), where
-  cuDNN leaves zeros.
+- Outputs at masked steps are what `generic_loop.generic_lstm_sequence`
+  gives (zeros, or the last real output without `zero_output_for_mask`),
+  where cuDNN leaves zeros.
 """
 
 import functools
@@ -20,15 +20,16 @@ import functools
 import keras
 import tensorflow as tf
 
+from lstm_keras.backends.tensorflow import export_context
+from lstm_keras.compat import control_flow_util
+
 # Keras's helpers for its own cuDNN LSTM: the weight layout (the flat
 # `params` of `CudnnRNNV3`) and the mask checks are the same for this layer.
-from keras.src.backend.tensorflow.rnn import _has_fully_masked_sequence
-from keras.src.backend.tensorflow.rnn import _is_sequence_right_padded
-from keras.src.backend.tensorflow.rnn import _standardize_cudnn_weights
-from tensorflow.python.ops import control_flow_util
-
-from lstm_keras import dispatch
-from lstm_keras.backends.tensorflow import export_context
+from lstm_keras.compat import has_fully_masked_sequence
+from lstm_keras.compat import is_sequence_right_padded
+from lstm_keras.compat import standardize_cudnn_weights
+from lstm_keras.fast_path_conditions import standard_lstm_mismatch
+from lstm_keras.generic_loop import generic_lstm_sequence_as_fast_path
 
 # The activations cuDNN computes (Keras's `_do_lstm_arguments_support_cudnn`),
 # as TensorFlow's fused LSTM kernels do.
@@ -49,7 +50,7 @@ def _check_layer(layer, check_device=True):
     """The conditions known before the layer is called."""
     if check_device and not _gpu_visible():
         _decline("no GPU is visible")
-    reason = dispatch.standard_lstm_mismatch(
+    reason = standard_lstm_mismatch(
         layer, False, TANH, SIGMOID, require_bias=True
     )
     if reason:
@@ -97,8 +98,8 @@ def mask_is_supported(mask):
         and has at least one real step.
     """
     return tf.logical_and(
-        tf.logical_not(_has_fully_masked_sequence(mask)),
-        _is_sequence_right_padded(mask),
+        tf.logical_not(has_fully_masked_sequence(mask)),
+        is_sequence_right_padded(mask),
     )
 
 
@@ -115,7 +116,7 @@ def cudnn_params(kernel, recurrent_kernel, bias):
         weights = [weights[x] for x in order]
         full_bias = tf.split(full_bias, 8)
         full_bias = tf.concat([full_bias[x] for x in order], 0)
-    return _standardize_cudnn_weights(
+    return standardize_cudnn_weights(
         weights=weights,
         biases=tf.split(full_bias, 8),
         shape=tf.constant([-1]),
@@ -141,7 +142,7 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     return tf.cond(
         supported,
         lambda: _cudnn_sequence(layer, sequences, h0, c0, mask, training),
-        lambda: dispatch.generic_lstm_sequence_as_fast_path(
+        lambda: generic_lstm_sequence_as_fast_path(
             layer, sequences, [h0, c0], mask, training
         ),
     )

@@ -43,8 +43,14 @@ def export_tracing():
 
     Example:
 
+    >>> model = keras.Sequential([keras.Input((5, 3)), lstm_keras.LSTM(4)])
+    >>> spec = tf.TensorSpec([None, 5, 3], "float32")
     >>> with export_tracing():
+    ...     print(exporting())
     ...     concrete = tf.function(model).get_concrete_function(spec)
+    True
+    >>> exporting()
+    False
     """
     depth = getattr(_STATE, "depth", 0)
     _STATE.depth = depth + 1
@@ -57,8 +63,7 @@ def export_tracing():
 @functools.cache
 def _save_context():
     try:
-        # Private: checked against TensorFlow 2.18-2.21.
-        from tensorflow.python.saved_model import save_context
+        from lstm_keras.compat import save_context
     except ImportError:
         return None
     return save_context
@@ -137,8 +142,7 @@ def inference_dropout_off(model):
     served request, and an op the TFLite converter rejects. Inference does
     not depend on the rates, so the outputs are unchanged.
     """
-    # Private: checked against Keras 3.13-3.15.
-    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+    from lstm_keras.compat import DropoutRNNCell
 
     cells = [
         layer

@@ -10,12 +10,12 @@ every gradient (inputs, weights, bias, initial states).
 import functools
 
 import tensorflow as tf
-from tensorflow.python.eager import record
-from tensorflow.python.ops import control_flow_util
 
-from lstm_keras import dispatch
 from lstm_keras.backends.tensorflow import build
 from lstm_keras.backends.tensorflow import export_context
+from lstm_keras.compat import control_flow_util
+from lstm_keras.compat import eager_record as record
+from lstm_keras.fast_path_conditions import standard_lstm_mismatch
 
 _OP_NAME = "LstmKerasSequence"
 
@@ -39,7 +39,7 @@ def _decline(reason):
 def check_supported(layer, sequences, training):
     """Raises `NotImplementedError` unless the ops compute this layer."""
     cell = layer.cell
-    reason = dispatch.standard_lstm_mismatch(
+    reason = standard_lstm_mismatch(
         layer, training, allow_recurrent_dropout=True
     )
     if reason:

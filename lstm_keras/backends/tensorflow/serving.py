@@ -40,9 +40,9 @@ activations or dtypes, and dropout while training.
 
 import tensorflow as tf
 
-from lstm_keras import dispatch
 from lstm_keras.backends.tensorflow import cudnn
 from lstm_keras.backends.tensorflow import export_context
+from lstm_keras.fast_path_conditions import standard_lstm_mismatch
 
 # Rows up to which BlockLSTMV2 beats the sharded loop on a 2-core x86-64.
 BLOCK_LSTM_MAX_BATCH = 4
@@ -59,7 +59,7 @@ def stock_op_mismatch(layer, sequences, training):
     Returns:
         A reason, or `None` when they cover the configuration.
     """
-    reason = dispatch.standard_lstm_mismatch(
+    reason = standard_lstm_mismatch(
         layer,
         training,
         cudnn.TANH,

@@ -15,9 +15,8 @@ import torch
 
 # Keras's conversion of its fused weights to torch's LSTM parameters (the
 # gate order is the same, so it transposes and adds a zero `bias_hh`).
-from keras.src.backend.torch.rnn import prepare_lstm_params
-
-from lstm_keras import dispatch
+from lstm_keras.compat import prepare_lstm_params
+from lstm_keras.fast_path_conditions import standard_lstm_mismatch
 
 CPU_FAST_PATH = True
 """Whether inputs on the CPU take this path too. Forward and backward at
@@ -59,7 +58,7 @@ def check_supported(layer, sequences, mask, training):
         _decline("a mask (torch's LSTM takes no sequence lengths)")
     if _tracing():
         _decline("inside a TorchScript or Dynamo trace")
-    reason = dispatch.standard_lstm_mismatch(
+    reason = standard_lstm_mismatch(
         layer, training, _TANH, _SIGMOID, require_bias=True
     )
     if reason:
