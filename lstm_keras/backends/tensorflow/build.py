@@ -1,35 +1,40 @@
 """Builds and loads the TensorFlow custom ops in `lstm_kernels.cc`.
 
-The ops are compiled on first use with the C++ compiler (`$CXX`, else `g++`)
-against the headers of the installed TensorFlow, with `-O3 -march=native`
-(they are built on the machine that runs them), and cached in
-`$LSTM_KERAS_CACHE_DIR` (default `~/.cache/lstm_keras`) under a name keyed by
-the source, the TensorFlow version, the compiler command and the CPU's
+The ops (`lstm_kernels.cc` and the headers beside it: `packed_gemm.h`,
+`lstm_step.h`, `shape_checks.h`) are compiled on first use with the C++
+compiler (`$CXX`, else `g++`) against the headers of the installed
+TensorFlow, with `-O3 -march=native` (they are built on the machine that
+runs them), and cached in `$LSTM_KERAS_CACHE_DIR` (default
+`~/.cache/lstm_keras`) under a name keyed by the sources (headers
+included), the TensorFlow version, the compiler command and the CPU's
 features, so a change to any of them rebuilds (a home directory shared by
-machines with different CPUs never loads a library built for another). A file lock keeps concurrent processes (pytest workers,
-multi-worker training) from racing, and the library is renamed into place
-atomically. When the build or the load fails, `load_kernels()` warns once
-and returns `None`, and the layer falls back to the generic path.
+machines with different CPUs never loads a library built for another). A
+file lock keeps concurrent processes (pytest workers, multi-worker
+training) from racing, and the library is renamed into place atomically.
+When the build or the load fails, `load_kernels()` warns once and returns
+`None`, and the layer falls back to the generic path.
 
-Usage:
+To build ahead of time (the command line is `training/build_ops.py`):
 
-    python -m lstm_keras.backends.tensorflow          # build, print path
-    python -m lstm_keras.backends.tensorflow --force  # rebuild
+    python -m training.build_ops          # build, print path
+    python -m training.build_ops --force  # rebuild
 """
 
-import argparse
 import fcntl
 import functools
+import glob
 import hashlib
 import os
 import platform
 import shlex
 import subprocess
-import sys
 import tempfile
 import warnings
 
-SOURCE = os.path.join(os.path.dirname(__file__), "lstm_kernels.cc")
+SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
+# The one file compiled: the ops, which include the headers beside them.
+SOURCE = os.path.join(SOURCE_DIR, "lstm_kernels.cc")
+HEADERS = tuple(sorted(glob.glob(os.path.join(SOURCE_DIR, "*.h"))))
 OPTIMIZATION_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
 # On CPUs with AVX512-FP16 (Sapphire Rapids and later), `-march=native`
 # turns on Eigen's half-precision packet math, and the copy of Eigen in
@@ -63,6 +68,7 @@ def compile_command(output_path):
         *compiler,
         *OPTIMIZATION_FLAGS,
         *accepted_flags(tuple(compiler), OPTIONAL_FLAGS),
+        f"-I{SOURCE_DIR}",
         SOURCE,
         "-o",
         output_path,
@@ -101,11 +107,14 @@ def cpu_features():
 
 
 def library_path():
-    """Where the library for this source, TensorFlow, compiler and CPU lives."""
+    """The cache path for these sources, TensorFlow, compiler and CPU."""
     import tensorflow as tf
 
-    with open(SOURCE, "rb") as source:
-        digest = hashlib.sha256(source.read())
+    digest = hashlib.sha256()
+    for path in (SOURCE, *HEADERS):
+        with open(path, "rb") as source:
+            digest.update(os.path.basename(path).encode())
+            digest.update(source.read())
     digest.update(tf.__version__.encode())
     digest.update(" ".join(compile_command("{out}")).encode())
     digest.update(cpu_features().encode())
@@ -175,37 +184,3 @@ def load_kernels():
             stacklevel=2,
         )
         return None
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m lstm_keras.backends.tensorflow",
-        description=(
-            "Compile lstm_keras's TensorFlow CPU ops (the LSTM fast path) "
-            "into the cache directory, so that the first training run does "
-            "not pay for it."
-        ),
-        epilog=(
-            "examples:\n"
-            "  python -m lstm_keras.backends.tensorflow\n"
-            "  LSTM_KERAS_CACHE_DIR=/tmp/lk "
-            "python -m lstm_keras.backends.tensorflow --force"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="rebuild even if cached"
-    )
-    args = parser.parse_args(argv)
-    print(f"building {SOURCE} ...", file=sys.stderr, flush=True)
-    try:
-        path = build(force=args.force)
-    except BuildError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
