@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Core tests that also run on the JAX and torch backends.
 CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_gradcheck.py \
 	tests/test_dispatch.py tests/test_docs.py tests/test_variants.py tests/test_diagnostics.py \
-	tests/test_cudnn.py
+	tests/test_cudnn.py tests/test_public_layers.py
 
 .PHONY: demo demo-adding export tune test test-tensorflow test-jax test-torch eval sweep bench \
 	bench-quick ops lint gradcheck clean
@@ -35,7 +35,7 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml constraints.txt | $(PY)
 
 ## demo: train the sentiment LSTM on the embedded SST-2, evaluate, export, print predictions
 demo: $(VENV)/.installed-demo
-	-$(PY) -m lstm_keras.backends.tensorflow
+	-$(PY) -m training.build_ops
 	$(PY) -m training.demo
 
 ## demo-adding: LSTM vs SimpleRNN on the adding problem (T=100), both scores and a plot
@@ -48,7 +48,7 @@ export: $(VENV)/.installed-demo
 
 ## ops: build the TensorFlow fast path's C++ ops now (otherwise on first use)
 ops: $(VENV)/.installed-demo
-	$(PY) -m lstm_keras.backends.tensorflow
+	$(PY) -m training.build_ops
 
 ## test: the whole suite on TensorFlow, then the core tests on JAX and torch
 test: test-tensorflow test-jax test-torch
@@ -56,7 +56,7 @@ test: test-tensorflow test-jax test-torch
 # Build the C++ ops once before the two workers start; without a compiler the
 # fast-path tests skip and the layer falls back, so a failure must not stop us.
 test-tensorflow: $(VENV)/.installed-test
-	-$(PY) -m lstm_keras.backends.tensorflow
+	-$(PY) -m training.build_ops
 	KERAS_BACKEND=tensorflow $(PYTEST) tests
 
 test-jax: $(VENV)/.installed-test
@@ -67,7 +67,7 @@ test-torch: $(VENV)/.installed-test
 
 ## eval: the long quality runs (lstm-keras-train's defaults, 3 seeds: SST-2, FSDD, a held-out speaker, IMDB reviews, FSDD streaming), the SavedModel/LiteRT deployment table, long-range table, gradient flow, the SST-2 tuning search
 eval: $(VENV)/.installed-test
-	-$(PY) -m lstm_keras.backends.tensorflow
+	-$(PY) -m training.build_ops
 	$(PY) -m training.evaluate --out runs/eval
 	$(PY) -m training.deployment_table --run runs/eval/fsdd/seed0 --out runs/deployment
 	$(PY) -m training.long_range_table --out runs/long_range
@@ -76,7 +76,7 @@ eval: $(VENV)/.installed-test
 
 ## sweep: the SST-2 and FSDD presets against one-change variants; how validation ranks them against test
 sweep: $(VENV)/.installed-test
-	-$(PY) -m lstm_keras.backends.tensorflow
+	-$(PY) -m training.build_ops
 	$(PY) -m training.sweep sst2 --out runs/sweep
 	$(PY) -m training.sweep fsdd --out runs/sweep
 	$(PY) -m training.sweep fsdd_speaker_validation --out runs/sweep
@@ -89,7 +89,7 @@ tune: $(VENV)/.installed-test
 
 ## bench: speed and memory against keras.layers.LSTM (TF, JAX) and torch.nn.LSTM; results in benchmarks/results/
 bench: $(VENV)/.installed-test
-	$(PY) -m lstm_keras.backends.tensorflow
+	$(PY) -m training.build_ops
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/run.py --tasks train --shapes speech text --no-memory \
 	    --impls ours ours_recurrent_dropout ours_generic \
@@ -98,7 +98,7 @@ bench: $(VENV)/.installed-test
 
 ## bench-quick: one short round of the benchmark, a smoke test (~5 min)
 bench-quick: $(VENV)/.installed-test
-	$(PY) -m lstm_keras.backends.tensorflow
+	$(PY) -m training.build_ops
 	$(PY) benchmarks/run.py --quick --output /tmp/lstm_keras_bench_quick
 
 ## lint: ruff over the code
@@ -108,7 +108,7 @@ lint: $(VENV)/.installed-test
 
 ## gradcheck: print the backprop verification table
 gradcheck: $(VENV)/.installed-test
-	$(PY) -m lstm_keras.gradcheck
+	$(PY) -m training.gradcheck
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -14,6 +14,7 @@ import lstm_keras
 from lstm_keras import gradcheck
 from lstm_keras.gradcheck import autodiff
 from lstm_keras.gradcheck import reference
+from training import gradcheck as gradcheck_command
 
 BACKEND = keras.backend.backend()
 B, T, D, H = 2, 5, 3, 4
@@ -507,7 +508,9 @@ def test_max_errors_fails_on_nan():
 
 
 def test_main_prints_table_and_exit_status(capsys):
-    status = gradcheck.main(["--config", "right-mask", "--dtype", "float64"])
+    status = gradcheck_command.main(
+        ["--config", "right-mask", "--dtype", "float64"]
+    )
     out = capsys.readouterr().out
     assert status == 0
     assert f"backend: {BACKEND}" in out
@@ -516,14 +519,14 @@ def test_main_prints_table_and_exit_status(capsys):
 
 def test_main_exit_status_on_failure(monkeypatch, capsys):
     monkeypatch.setattr(reference, "_dsigmoid", lambda s: s)
-    status = gradcheck.main(["--config", "plain", "--dtype", "float32"])
+    status = gradcheck_command.main(["--config", "plain", "--dtype", "float32"])
     assert status == 1
     assert "FAILED" in capsys.readouterr().out
 
 
 def test_main_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        gradcheck.main(["--help"])
+        gradcheck_command.main(["--help"])
     assert exit_info.value.code == 0
     assert "examples:" in capsys.readouterr().out
 
@@ -664,7 +667,9 @@ def test_main_runs_the_variant_configurations(capsys):
     assert {"peepholes", "layer-norm", "projection", "all-variants"} <= set(
         gradcheck.CONFIGURATIONS
     )
-    status = gradcheck.main(["--config", "all-variants", "--dtype", "float32"])
+    status = gradcheck_command.main(
+        ["--config", "all-variants", "--dtype", "float32"]
+    )
     out = capsys.readouterr().out
     assert status == 0
     assert "projection_kernel" in out and "gate_norm_gamma" in out

@@ -1,4 +1,7 @@
-"""Command-line arguments the commands share.
+"""Command-line arguments the commands share, and their parser.
+
+`ArgumentParser` prints a usage error as one line and exits 2;
+`positive_int` and `non_negative_int` reject bad numbers while parsing.
 
 `adding_demo`, `gradflow` and `long_range_table` train the same models on the
 same synthetic tasks; their budgets differ, so each passes its defaults.
@@ -7,6 +10,50 @@ way (`add_data_arguments`).
 """
 
 import argparse
+import sys
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The commands' parser: `--help` keeps the epilog's layout (examples),
+    and a usage error is one line on stderr, exit status 2.
+
+    A line such as `lstm-keras-gradflow: error: argument --length: expected
+    a positive integer, got -5`, without argparse's usage block, reads the
+    same as the errors the commands print after parsing.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault(
+            "formatter_class", argparse.RawDescriptionHelpFormatter
+        )
+        super().__init__(**kwargs)
+
+    def error(self, message):
+        message = " ".join(message.split())
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _int_at_least(text, low, kind):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {kind}, got {text!r}"
+        ) from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {value}")
+    return value
+
+
+def positive_int(text):
+    """An `argparse` type: an integer of at least 1."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text):
+    """An `argparse` type: an integer of at least 0."""
+    return _int_at_least(text, 0, "a non-negative integer")
 
 
 def _default_text(default, per_length):
@@ -24,17 +71,20 @@ def add_budget_arguments(parser, *, samples, epochs, per_length=False):
             command then documents them in its epilog). Defaults to `False`.
     """
     parser.add_argument(
-        "--units", type=int, default=64, help="recurrent width (default 64)"
+        "--units",
+        type=positive_int,
+        default=64,
+        help="recurrent width (default 64)",
     )
     parser.add_argument(
         "--samples",
-        type=int,
+        type=positive_int,
         default=samples,
         help=f"training sequences (default {_default_text(samples, per_length)})",
     )
     parser.add_argument(
         "--epochs",
-        type=int,
+        type=non_negative_int,
         default=epochs,
         help=f"training epochs (default {_default_text(epochs, per_length)})",
     )

@@ -10,9 +10,10 @@ Examples:
     python -m training.demo --epochs 1 --max-train-examples 5000 --out runs/quick
 """
 
-import argparse
 import os
 import sys
+
+from training import arguments
 
 SENTENCES = (
     "a gripping , beautifully acted film .",
@@ -26,7 +27,7 @@ MAJORITY_ACCURACY = 444 / 872
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = arguments.ArgumentParser(
         prog="python -m training.demo",
         description=(
             "Train the sentiment application on the embedded SST-2 sample, "
@@ -38,7 +39,6 @@ def parse_args(argv=None):
             "  python -m training.demo --epochs 1 --max-train-examples 5000 "
             "--out runs/quick"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--out",
@@ -46,11 +46,14 @@ def parse_args(argv=None):
         help="run folder (default runs/sentiment_demo)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=3, help="training epochs (default 3)"
+        "--epochs",
+        type=arguments.positive_int,
+        default=3,
+        help="training epochs (default 3)",
     )
     parser.add_argument(
         "--max-train-examples",
-        type=int,
+        type=arguments.non_negative_int,
         default=0,
         help="train on a random subset of this size (default 0: all 60,614)",
     )

@@ -10,13 +10,14 @@ Examples:
     python -m training.deployment_table --run runs/fsdd --data sample --out runs/deploy
 """
 
-import argparse
 import os
 import sys
 
+from training import arguments
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = arguments.ArgumentParser(
         prog="python -m training.deployment_table",
         description=(
             "Measure a trained speech model as a SavedModel and as float, "
@@ -29,7 +30,6 @@ def parse_args(argv=None):
             "  python -m training.deployment_table --run runs/fsdd --data "
             "sample --out runs/deploy"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--run",

@@ -18,16 +18,17 @@ Examples:
     python -m training.evaluate --runs sst2 --data /data --out runs/sst2
 """
 
-import argparse
 import os
 import sys
+
+from training import arguments
 
 DEFAULT_DATA = os.path.join(os.pardir, "shared", "data")
 RUNS = ("sst2", "fsdd", "fsdd_holdout", "imdb_head", "fsdd_streaming")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = arguments.ArgumentParser(
         prog="python -m training.evaluate",
         description=(
             "Train the applications with their default settings on the real "
@@ -41,7 +42,6 @@ def parse_args(argv=None):
             "  python -m training.evaluate --runs sst2 --data /data "
             "--out runs/sst2"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--data",

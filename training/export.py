@@ -14,11 +14,12 @@ Examples:
         --quantize int8 --representative-data ../shared/data/fsdd/recordings
 """
 
-import argparse
 import os
 import sys
 
 import numpy as np
+
+from training import arguments
 
 EXAMPLES = """\
 examples:
@@ -63,7 +64,7 @@ printed as one line.
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = arguments.ArgumentParser(
         prog="lstm-keras-export",
         description=(
             "Export a .keras model (loaded with safe_mode) as a SavedModel "
@@ -71,7 +72,6 @@ def parse_args(argv=None):
             "with warm-up requests, written atomically."
         ),
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL.keras", help="the model file")
     parser.add_argument(

@@ -13,9 +13,10 @@ Examples:
     python -m training.sweep fsdd --variants preset units_64 --out runs/sweep
 """
 
-import argparse
 import os
 import sys
+
+from training import arguments
 
 DEFAULT_DATA = os.path.join(os.pardir, "shared", "data")
 
@@ -23,7 +24,7 @@ DEFAULT_DATA = os.path.join(os.pardir, "shared", "data")
 def parse_args(argv=None):
     from lstm_keras.applications.evaluation import SWEEPS
 
-    parser = argparse.ArgumentParser(
+    parser = arguments.ArgumentParser(
         prog="python -m training.sweep",
         description=(
             "Train the preset and its one-change variants of a quality run "
@@ -35,7 +36,6 @@ def parse_args(argv=None):
             "  python -m training.sweep fsdd --variants preset units_64 "
             "--out runs/sweep"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run", choices=sorted(SWEEPS))
     parser.add_argument(

@@ -64,7 +64,7 @@ BOOLEAN_OPTIONS = [
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = arguments.ArgumentParser(
         prog="lstm-keras-train",
         description=(
             "Train the sentiment or speech application of lstm_keras.LSTM, "
@@ -74,7 +74,6 @@ def parse_args(argv=None):
             "SavedModel in serving/1/ under --out."
         ),
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("app", choices=("sentiment", "speech"))
     parser.add_argument("--data", metavar="SOURCE", help="see below")

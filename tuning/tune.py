@@ -69,7 +69,7 @@ def _range(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = arguments.ArgumentParser(
         prog="lstm-keras-tune",
         description=(
             "Search dropout, recurrent dropout, size (units, layers) and the "
@@ -79,7 +79,6 @@ def parse_args(argv=None):
             "workers."
         ),
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("app", choices=("sentiment", "speech"))
     parser.add_argument(
@@ -234,6 +233,7 @@ def main(argv=None):
     from lstm_keras.tuning import ChiefUnreachableError
     from lstm_keras.tuning import StateFileError
     from lstm_keras.tuning import tune
+    from lstm_keras.tuning.report import summary_text
 
     try:
         summary = tune(config, args.dir, chief_timeout=args.chief_timeout)
@@ -243,21 +243,7 @@ def main(argv=None):
     if summary is None:
         print("worker: search finished; the chief writes the report")
         return 0
-    best, base = summary["best"], summary["baseline"]
-    print(
-        f"\nbest trial {best['trial_id']}: val accuracy "
-        f"{best['val_accuracy']:.4f}, gap {best['gap']:.4f}, test accuracy "
-        f"{best['test_accuracy']:.4f}"
-    )
-    if base is not None:
-        print(
-            f"baseline: val accuracy {base['val_accuracy']:.4f}, gap "
-            f"{base['gap']:.4f}, test accuracy {base['test_accuracy']:.4f}"
-        )
-    print(
-        f"wrote {args.dir}/results.csv, overfitting.png, report.md, "
-        "summary.json, best/"
-    )
+    print(summary_text(summary, args.dir))
     return 0
 
 

@@ -1,5 +1,7 @@
 """`SentimentClassifier`: raw strings in, class probabilities out."""
 
+import dataclasses
+
 import keras
 from keras import ops
 
@@ -98,6 +100,103 @@ class MaxPoolingBackbone(LSTMBackbone):
 
 
 BACKBONES = {"last": LSTMBackbone, "max": MaxPoolingBackbone}
+
+
+def _check_options(num_members, subword_buckets, pooling):
+    """Raises a `ValueError` naming the first invalid option."""
+    if not isinstance(num_members, int) or num_members < 1:
+        raise ValueError(
+            "Received an invalid value for argument `num_members`, "
+            f"expected a positive integer, got {num_members!r}."
+        )
+    if (
+        isinstance(subword_buckets, bool)
+        or not isinstance(subword_buckets, int)
+        or subword_buckets < 0
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `subword_buckets`, "
+            f"expected a non-negative integer, got {subword_buckets!r}."
+        )
+    if pooling not in BACKBONES:
+        raise ValueError(
+            "Received an invalid value for argument `pooling`, expected "
+            f"one of {sorted(BACKBONES)}, got {pooling!r}."
+        )
+
+
+@dataclasses.dataclass
+class _Member:
+    """One ensemble member's layers: embedding(s), backbone, head.
+
+    Member `index` names its layers with the suffix `_{index}` (none for
+    member 0) and seeds its dropout masks with `seed + 1000 * index`.
+    """
+
+    embedding: keras.layers.Layer
+    subword: keras.layers.Layer | None
+    backbone: keras.layers.Layer
+    head: keras.layers.Layer
+    seed: int | None
+
+    @classmethod
+    def create(
+        cls,
+        index,
+        seed,
+        *,
+        vocabulary_size,
+        max_length,
+        embedding_dim,
+        subword_buckets,
+        backbone,
+        backbone_options,
+        num_classes,
+    ):
+        suffix = f"_{index}" if index else ""
+        member_seed = None if seed is None else seed + 1000 * index
+        embedding = keras.layers.Embedding(
+            vocabulary_size,
+            embedding_dim,
+            mask_zero=True,
+            name=f"embedding{suffix}",
+        )
+        subword = None
+        if subword_buckets:
+            subword = SubwordEmbedding(
+                subword_buckets,
+                embedding_dim,
+                max_length=max_length,
+                name=f"subword_embedding{suffix}",
+            )
+        backbone = backbone(
+            **backbone_options, seed=member_seed, name=f"backbone{suffix}"
+        )
+        head = keras.layers.Dense(
+            num_classes, activation="softmax", name=f"probabilities{suffix}"
+        )
+        return cls(embedding, subword, backbone, head, member_seed)
+
+    def __call__(
+        self,
+        standardized,
+        token_ids,
+        *,
+        word_dropout,
+        embedding_dropout,
+        head_dropout,
+    ):
+        """The member's probabilities for the symbolic `token_ids`."""
+        x = self.embedding(token_ids)
+        if self.subword is not None:
+            x = keras.layers.Add()([x, self.subword([standardized, token_ids])])
+        x = keras.layers.Dropout(
+            word_dropout, noise_shape=(None, None, 1), seed=self.seed
+        )(x)
+        x = keras.layers.Dropout(embedding_dropout, seed=self.seed)(x)
+        x = self.backbone(x)
+        x = keras.layers.Dropout(head_dropout, seed=self.seed)(x)
+        return self.head(x)
 
 
 @keras.saving.register_keras_serializable(package="lstm_keras")
@@ -203,25 +302,8 @@ class SentimentClassifier(Classifier):
         **kwargs,
     ):
         class_names = check_class_names(class_names)
-        if not isinstance(num_members, int) or num_members < 1:
-            raise ValueError(
-                "Received an invalid value for argument `num_members`, "
-                f"expected a positive integer, got {num_members!r}."
-            )
-        if (
-            isinstance(subword_buckets, bool)
-            or not isinstance(subword_buckets, int)
-            or subword_buckets < 0
-        ):
-            raise ValueError(
-                "Received an invalid value for argument `subword_buckets`, "
-                f"expected a non-negative integer, got {subword_buckets!r}."
-            )
-        if pooling not in BACKBONES:
-            raise ValueError(
-                "Received an invalid value for argument `pooling`, expected "
-                f"one of {sorted(BACKBONES)}, got {pooling!r}."
-            )
+        _check_options(num_members, subword_buckets, pooling)
+
         # === Layers ===
         standardizer = TextStandardization(
             lowercase=lowercase,
@@ -238,65 +320,48 @@ class SentimentClassifier(Classifier):
         fit_length = FitLength(max_length, name="fit_length")
         # Member i has its own embedding, backbone and head; with more than
         # one, the model outputs the average of their probabilities.
-        members = []
-        for index in range(num_members):
-            suffix = f"_{index}" if index else ""
-            member_seed = None if seed is None else seed + 1000 * index
-            members.append(
-                (
-                    keras.layers.Embedding(
-                        vocabulary_size,
-                        embedding_dim,
-                        mask_zero=True,
-                        name=f"embedding{suffix}",
-                    ),
-                    SubwordEmbedding(
-                        subword_buckets,
-                        embedding_dim,
-                        max_length=max_length,
-                        name=f"subword_embedding{suffix}",
-                    )
-                    if subword_buckets
-                    else None,
-                    BACKBONES[pooling](
-                        units=units,
-                        num_layers=num_layers,
-                        bidirectional=bidirectional,
-                        dropout=dropout,
-                        recurrent_dropout=recurrent_dropout,
-                        lstm_options=lstm_options,
-                        seed=member_seed,
-                        name=f"backbone{suffix}",
-                    ),
-                    keras.layers.Dense(
-                        len(class_names),
-                        activation="softmax",
-                        name=f"probabilities{suffix}",
-                    ),
-                    member_seed,
-                )
+        members = [
+            _Member.create(
+                index,
+                seed,
+                vocabulary_size=vocabulary_size,
+                max_length=max_length,
+                embedding_dim=embedding_dim,
+                subword_buckets=subword_buckets,
+                backbone=BACKBONES[pooling],
+                backbone_options=dict(
+                    units=units,
+                    num_layers=num_layers,
+                    bidirectional=bidirectional,
+                    dropout=dropout,
+                    recurrent_dropout=recurrent_dropout,
+                    lstm_options=lstm_options,
+                ),
+                num_classes=len(class_names),
             )
+            for index in range(num_members)
+        ]
 
         # === Functional model ===
         text = keras.Input(shape=(), dtype="string", name="text")
         standardized = standardizer(text)
         token_ids = fit_length(vectorizer(standardized))
         # token_ids: <int64>[batch, timesteps], 0 = padding (masked)
-        outputs = []
-        for embedding, subword, backbone, head, member_seed in members:
-            x = embedding(token_ids)
-            if subword is not None:
-                x = keras.layers.Add()([x, subword([standardized, token_ids])])
-            x = keras.layers.Dropout(
-                word_dropout, noise_shape=(None, None, 1), seed=member_seed
-            )(x)
-            x = keras.layers.Dropout(embedding_dropout, seed=member_seed)(x)
-            x = backbone(x)
-            x = keras.layers.Dropout(head_dropout, seed=member_seed)(x)
-            outputs.append(head(x))
+        outputs = [
+            member(
+                standardized,
+                token_ids,
+                word_dropout=word_dropout,
+                embedding_dropout=embedding_dropout,
+                head_dropout=head_dropout,
+            )
+            for member in members
+        ]
         probabilities = outputs[0]
         if num_members > 1:
             probabilities = MemberAverage(name="average")(outputs)
+
+        # === Config ===
         options = {
             "class_names": class_names,
             "vocabulary_size": vocabulary_size,
@@ -319,11 +384,9 @@ class SentimentClassifier(Classifier):
             "seed": seed,
         }
         super().__init__(text, probabilities, options, **kwargs)
-
-        # === Config ===
         self.standardizer = standardizer
         self.vectorizer = vectorizer
-        self.backbone = members[0][2]
+        self.backbone = members[0].backbone
 
     def adapt(self, data, batch_size=1024):
         """Builds the vocabulary from training texts.

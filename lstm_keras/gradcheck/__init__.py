@@ -16,8 +16,8 @@ and every weight in three ways, and compares them:
 The loss is `L = sum(outputs * G_out) + sum(h_T * G_h) + sum(c_T * G_c)` with
 fixed random cotangents `G`, so that every output and both final states
 carry gradient. `check_gradients` runs one configuration and returns a table;
-`python -m lstm_keras.gradcheck` (or the `lstm-keras-gradcheck` console
-script) prints the table for a handful of configurations.
+the `lstm-keras-gradcheck` command (`training/gradcheck.py`) prints the
+table for each of `CONFIGURATIONS`.
 
 Errors are normwise per tensor: for a computed tensor `a` and a reference
 `b`, `abs_error = max|a - b|` and
@@ -35,20 +35,20 @@ The package, one module per part, each readable on its own:
 - `reference`: the NumPy forward pass and hand-derived BPTT;
 - `numerics`: finite differences, `max_errors` and `float64_mode`;
 - `autodiff`: the real layer's forward pass and autodiff on each backend;
-- `check`: `check_gradients` and its result table;
-- `cli`: the command line (`main`), run by `__main__`.
+- `check`: `check_gradients` (its `GradcheckConfig`, `run_check`), its
+  `CONFIGURATIONS` and its result table.
 
 Every public name is importable from `lstm_keras.gradcheck` itself.
 """
 
+from lstm_keras.gradcheck.check import CONFIGURATIONS
 from lstm_keras.gradcheck.check import DEFAULT_FD_RTOL
 from lstm_keras.gradcheck.check import DEFAULT_RTOL
 from lstm_keras.gradcheck.check import MASK_KINDS
+from lstm_keras.gradcheck.check import GradcheckConfig
 from lstm_keras.gradcheck.check import GradcheckResult
 from lstm_keras.gradcheck.check import TensorCheck
 from lstm_keras.gradcheck.check import check_gradients
-from lstm_keras.gradcheck.cli import CONFIGURATIONS
-from lstm_keras.gradcheck.cli import main
 from lstm_keras.gradcheck.numerics import float64_mode
 from lstm_keras.gradcheck.numerics import max_errors
 from lstm_keras.gradcheck.numerics import numerical_gradients
@@ -62,11 +62,11 @@ __all__ = [
     "DEFAULT_RTOL",
     "MASK_KINDS",
     "TENSOR_NAMES",
+    "GradcheckConfig",
     "GradcheckResult",
     "TensorCheck",
     "check_gradients",
     "float64_mode",
-    "main",
     "max_errors",
     "numerical_gradients",
     "reference_backward",

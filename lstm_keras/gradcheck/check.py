@@ -1,13 +1,22 @@
 """The check: autodiff vs the NumPy reference vs finite differences.
 
-`check_gradients` builds a small `lstm_keras.LSTM` with random weights on the
-active Keras backend, computes its gradients three ways (`_LayerProbe`'s
-autodiff, `reference_backward`, `numerical_gradients`) and returns a
-`GradcheckResult`: one `TensorCheck` row per tensor, with the errors between
-the three and whether they are within the thresholds (`DEFAULT_RTOL`,
-`DEFAULT_FD_RTOL`). `_draw_mask` draws the padding patterns of `MASK_KINDS`.
-`TENSOR_NAMES` lives in `reference`, where `autodiff` imports it without a
-cycle; it is imported here too, so `check.TENSOR_NAMES` works as well.
+`check_gradients(...)` takes its options as keywords, gathers them in a
+`GradcheckConfig` (validated, with derived settings) and calls `run_check`,
+which reads top to bottom in four parts:
+
+1. the problem: random values from one seeded generator (`_draw_values`,
+   `_draw_mask` for the padding patterns of `MASK_KINDS`), the layer
+   holding them (`_build_layer`) and its dropout masks;
+2. the three computations: `_LayerProbe`'s autodiff, the NumPy reference
+   (`_reference_forward`, `_reference_gradients`) and finite differences;
+3. the comparison: one `TensorCheck` row per result and gradient, within
+   `DEFAULT_RTOL` / `DEFAULT_FD_RTOL` or the given thresholds;
+4. the report: a `GradcheckResult`, printable as a table.
+
+`CONFIGURATIONS` names the option sets the `lstm-keras-gradcheck` command
+checks. `TENSOR_NAMES` lives in `reference`, where `autodiff` imports it
+without a cycle; it is imported here too, so `check.TENSOR_NAMES` works as
+well.
 """
 
 import dataclasses
@@ -28,6 +37,30 @@ from lstm_keras.lstm_cell import check_positive_int
 
 MASK_KINDS = ("right", "left", "random")
 """Named padding patterns `check_gradients` can draw (or pass an array)."""
+
+CONFIGURATIONS = {
+    "plain": {},
+    "right-mask": {"mask": "right"},
+    "left-mask": {"mask": "left"},
+    "backwards-state": {"go_backwards": True, "mask": "right"},
+    "last-output": {"return_sequences": False, "mask": "right"},
+    "zero-output": {"mask": "random", "zero_output_for_mask": True},
+    "dropout": {"dropout": 0.3, "recurrent_dropout": 0.25},
+    "peepholes": {"use_peepholes": True, "mask": "right"},
+    "layer-norm": {"layer_norm": True, "mask": "left"},
+    "projection": {"projection_units": 3, "go_backwards": True},
+    "all-variants": {
+        "use_peepholes": True,
+        "layer_norm": True,
+        "projection_units": 2,
+        "mask": "random",
+        "dropout": 0.3,
+        "recurrent_dropout": 0.25,
+    },
+}
+"""Named `check_gradients` options the `lstm-keras-gradcheck` command
+checks (each with the defaults otherwise: return_state and random initial
+states)."""
 
 DEFAULT_RTOL = {"float64": 1e-7, "float32": 1e-4}
 """Relative error allowed between autodiff and the reference BPTT."""
@@ -180,6 +213,113 @@ def _draw_mask(kind, batch, timesteps, rng):
     return mask.astype(bool)
 
 
+@dataclasses.dataclass
+class GradcheckConfig:
+    """What one gradient check runs: `check_gradients`'s arguments.
+
+    Every field and its default is documented in `check_gradients`;
+    construction validates them. The properties derive what the check
+    needs from them.
+    """
+
+    # The layer's sizes.
+    batch_size: int = 2
+    timesteps: int = 5
+    input_dim: int = 3
+    units: int = 4
+    # Its inputs and options.
+    mask: object = None
+    go_backwards: bool = False
+    return_sequences: bool = True
+    return_state: bool = True
+    initial_state: bool = True
+    zero_output_for_mask: bool = False
+    use_bias: bool = True
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    dtype: str = "float64"
+    # The comparisons.
+    finite_differences: bool = True
+    fd_entries: int | None = None
+    fd_epsilon: float = 1e-6
+    reference_rtol: float | None = None
+    fd_rtol: float = DEFAULT_FD_RTOL
+    pad_value: float | None = None
+    keep_float64: bool = True
+    seed: int = 0
+    # The layer's variants.
+    use_peepholes: bool = False
+    layer_norm: bool = False
+    projection_units: int | None = None
+
+    def __post_init__(self):
+        for name in ("batch_size", "timesteps", "input_dim", "units"):
+            check_positive_int(name, getattr(self, name))
+        if self.dtype not in DEFAULT_RTOL:
+            raise ValueError(
+                "Argument `dtype` must be 'float64' or 'float32'; received "
+                f"{self.dtype!r}."
+            )
+        if not self.reference_threshold > 0:
+            raise ValueError(
+                "Argument `reference_rtol` must be positive; got "
+                f"{self.reference_rtol!r}."
+            )
+        if not self.fd_rtol > 0:
+            raise ValueError(
+                f"Argument `fd_rtol` must be positive; got {self.fd_rtol!r}."
+            )
+        if self.projection_units is not None:
+            check_positive_int("projection_units", self.projection_units)
+
+    @property
+    def reference_threshold(self):
+        """`reference_rtol`, or the dtype's `DEFAULT_RTOL` when unset."""
+        if self.reference_rtol is None:
+            return DEFAULT_RTOL[self.dtype]
+        return self.reference_rtol
+
+    @property
+    def output_units(self):
+        """Width R of `h_t`: `projection_units` or `units`."""
+        return self.projection_units or self.units
+
+    @property
+    def training(self):
+        """Whether the layer runs with dropout (`training=True`)."""
+        return self.dropout > 0 or self.recurrent_dropout > 0
+
+    @property
+    def run_finite_differences(self):
+        """Finite differences run in float64 only."""
+        return bool(self.finite_differences) and self.dtype == "float64"
+
+    def header(self):
+        """The options the result's table header shows."""
+        mask = self.mask
+        shown = dict(
+            sizes=(self.batch_size, self.timesteps, self.input_dim, self.units),
+            mask=mask if isinstance(mask, str) or mask is None else "array",
+            go_backwards=self.go_backwards,
+            return_sequences=self.return_sequences,
+            return_state=self.return_state,
+            initial_state=self.initial_state,
+            zero_output_for_mask=self.zero_output_for_mask,
+            use_bias=self.use_bias,
+            dropout=self.dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            seed=self.seed,
+        )
+        # Variants appear in the table's header only when they are on.
+        if self.use_peepholes:
+            shown["use_peepholes"] = True
+        if self.layer_norm:
+            shown["layer_norm"] = True
+        if self.projection_units is not None:
+            shown["projection_units"] = self.projection_units
+        return shown
+
+
 def check_gradients(
     batch_size=2,
     timesteps=5,
@@ -285,250 +425,278 @@ def check_gradients(
     >>> result.row("kernel").ref_rel_error < 1e-7
     True
     """
-    for name, value in (
-        ("batch_size", batch_size),
-        ("timesteps", timesteps),
-        ("input_dim", input_dim),
-        ("units", units),
-    ):
-        check_positive_int(name, value)
-    if dtype not in DEFAULT_RTOL:
-        raise ValueError(
-            "Argument `dtype` must be 'float64' or 'float32'; received "
-            f"{dtype!r}."
-        )
-    if reference_rtol is None:
-        reference_rtol = DEFAULT_RTOL[dtype]
-    if not reference_rtol > 0:
-        raise ValueError(
-            "Argument `reference_rtol` must be positive; got "
-            f"{reference_rtol!r}."
-        )
-    if not fd_rtol > 0:
-        raise ValueError(
-            f"Argument `fd_rtol` must be positive; got {fd_rtol!r}."
-        )
-    if projection_units is not None:
-        check_positive_int("projection_units", projection_units)
-    run_fd = bool(finite_differences) and dtype == "float64"
-    backend = keras.backend.backend()
+    # The arguments, exactly as passed: the config validates them.
+    config = GradcheckConfig(**locals())
+    return run_check(config)
 
-    with float64_mode(dtype == "float64" and bool(keep_float64)) as lifted:
-        rng = np.random.default_rng(seed)
-        B, T, D, H = batch_size, timesteps, input_dim, units
-        R = projection_units or units
-        np_dtype = np.dtype(dtype)
-        mask_array = _draw_mask(mask, B, T, rng)
 
-        def draw(*shape, scale=1.0):
-            # Rounded to the layer's dtype so that the reference sees exactly
-            # the numbers the layer sees.
-            return (
-                (scale * rng.normal(size=shape))
-                .astype(np_dtype)
-                .astype(np.float64)
-            )
+def run_check(config):
+    """Runs the check `config` describes (see `check_gradients`).
 
-        values = {
-            "x": draw(B, T, D),
-            "h0": draw(B, R, scale=0.5) if initial_state else np.zeros((B, R)),
-            "c0": draw(B, H, scale=0.5) if initial_state else np.zeros((B, H)),
-            "kernel": draw(D, 4 * H, scale=0.6),
-            "recurrent_kernel": draw(R, 4 * H, scale=0.6),
-        }
-        if use_bias:
-            values["bias"] = draw(4 * H, scale=0.3)
-        if use_peepholes:
-            for name in ("input_peephole", "forget_peephole"):
-                values[name] = draw(H, scale=0.5)
-            values["output_peephole"] = draw(H, scale=0.5)
-        if layer_norm:
-            values["gate_norm_gamma"] = 1.0 + draw(4 * H, scale=0.2)
-            values["cell_norm_gamma"] = 1.0 + draw(H, scale=0.2)
-            values["cell_norm_beta"] = draw(H, scale=0.2)
-        if projection_units is not None:
-            values["projection_kernel"] = draw(H, R, scale=0.6)
-        if pad_value is not None and mask_array is not None:
-            values["x"][~mask_array] = pad_value
+    Args:
+        config: A `GradcheckConfig`.
 
-        layer = lstm_keras.LSTM(
-            H,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            go_backwards=go_backwards,
-            use_bias=use_bias,
-            dropout=dropout,
-            recurrent_dropout=recurrent_dropout,
-            seed=seed,
-            zero_output_for_mask=zero_output_for_mask,
-            use_peepholes=use_peepholes,
-            layer_norm=layer_norm,
-            projection_units=projection_units,
-            dtype=dtype,
-        )
-        layer.build((B, T, D))
-        for name in TENSOR_NAMES[3:]:
-            if name in values:
-                getattr(layer.cell, name).assign(values[name].astype(np_dtype))
-
-        training = dropout > 0 or recurrent_dropout > 0
-        input_dropout_mask = recurrent_dropout_mask = None
-        if training:
-            cell = layer.cell
-            cell.reset_dropout_mask()
-            cell.reset_recurrent_dropout_mask()
-            dtype_zeros = ops.zeros((B, R), dtype=dtype)
-            x_step = ops.convert_to_tensor(values["x"][:, 0, :], dtype=dtype)
-            if dropout > 0:
-                input_dropout_mask = ops.convert_to_numpy(
-                    cell.get_dropout_mask(x_step)
-                )
-            if recurrent_dropout > 0:
-                recurrent_dropout_mask = ops.convert_to_numpy(
-                    cell.get_recurrent_dropout_mask(dtype_zeros)
-                )
-            cell.reset_dropout_mask()
-            cell.reset_recurrent_dropout_mask()
-
+    Returns:
+        A `GradcheckResult`.
+    """
+    lift = config.dtype == "float64" and bool(config.keep_float64)
+    with float64_mode(lift) as lifted:
+        # One generator, drawn in a fixed order: mask, values, cotangents.
+        rng = np.random.default_rng(config.seed)
+        draw = _drawer(rng, np.dtype(config.dtype))
+        mask = _draw_mask(config.mask, config.batch_size, config.timesteps, rng)
+        values = _draw_values(config, draw, mask)
+        layer = _build_layer(config, values)
+        dropout_masks = _draw_dropout_masks(config, layer, values)
         probe = _LayerProbe(
             layer,
             values,
-            mask_array,
-            bool(initial_state),
-            training,
-            (input_dropout_mask, recurrent_dropout_mask),
+            mask,
+            bool(config.initial_state),
+            config.training,
+            dropout_masks,
         )
-
-        # Reference forward and backward, with the layer's exact masks.
-        outputs, last_output, h_t, c_t, cache = reference_forward(
-            values["x"],
-            values["h0"],
-            values["c0"],
-            values["kernel"],
-            values["recurrent_kernel"],
-            values.get("bias"),
-            mask=mask_array,
-            go_backwards=go_backwards,
-            zero_output_for_mask=zero_output_for_mask,
-            input_dropout_mask=input_dropout_mask,
-            recurrent_dropout_mask=recurrent_dropout_mask,
-            **{n: values[n] for n in TENSOR_NAMES[6:] if n in values},
-        )
-        reference_results = {
-            "outputs": outputs,
-            "last_output": last_output,
-            "h_T": h_t,
-            "c_T": c_t,
-        }
+        forward, cache = _reference_forward(config, values, mask, dropout_masks)
         layer_results = probe.forward(values)
         cotangents = {
             key: draw(*value.shape) for key, value in layer_results.items()
         }
-        d_outputs = np.zeros((B, T, R))
-        if return_sequences:
-            d_outputs += cotangents["outputs"]
-        else:
-            d_outputs[:, -1] = cotangents["last_output"]
-        reference = reference_backward(
-            cache, d_outputs, cotangents.get("h_T"), cotangents.get("c_T")
-        )
-        reference = {k: v for k, v in reference.items() if v is not None}
+        reference = _reference_gradients(config, cache, cotangents)
         autodiff = probe.gradients(cotangents)
-
         fd = {}
-        if run_fd:
-            fd_values = {k: v for k, v in values.items() if k in autodiff}
-            if pad_value is not None and mask_array is not None:
-                fd_values.pop("x")  # x +- epsilon is still NaN where padded
-
-            def loss_fn(point):
-                full = dict(values, **point)
-                results = probe.forward(full)
-                return sum(
-                    float(np.sum(results[k] * cotangents[k])) for k in results
-                )
-
-            fd = numerical_gradients(
-                loss_fn,
-                fd_values,
-                epsilon=fd_epsilon,
-                max_entries=fd_entries,
-                seed=seed,
+        if config.run_finite_differences:
+            fd = _finite_differences(
+                config, probe, values, mask, cotangents, autodiff
             )
-
-        rows = []
-        for key, value in layer_results.items():
-            ref_abs, ref_rel = max_errors(value, reference_results[key])
-            rows.append(
-                TensorCheck(
-                    "forward",
-                    key,
-                    value.shape,
-                    ref_abs,
-                    ref_rel,
-                    passed=bool(ref_rel <= reference_rtol),
-                )
-            )
-        for name in TENSOR_NAMES:
-            if name not in autodiff:
-                continue
-            grad = autodiff[name]
-            ref_abs, ref_rel = max_errors(grad, reference[name])
-            passed = bool(ref_rel <= reference_rtol)
-            fd_abs = fd_rel = None
-            count = 0
-            if name in fd:
-                indices, estimates = fd[name]
-                fd_abs, fd_rel = max_errors(
-                    grad.reshape(-1)[indices], estimates
-                )
-                count = len(indices)
-                passed = passed and bool(fd_rel <= fd_rtol)
-            rows.append(
-                TensorCheck(
-                    "gradient",
-                    name,
-                    grad.shape,
-                    ref_abs,
-                    ref_rel,
-                    fd_abs,
-                    fd_rel,
-                    count,
-                    passed,
-                )
-            )
-
-        config = dict(
-            sizes=(B, T, D, H),
-            mask=mask if isinstance(mask, str) or mask is None else "array",
-            go_backwards=go_backwards,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            initial_state=initial_state,
-            zero_output_for_mask=zero_output_for_mask,
-            use_bias=use_bias,
-            dropout=dropout,
-            recurrent_dropout=recurrent_dropout,
-            seed=seed,
-        )
-        # Variants appear in the table's header only when they are on.
-        if use_peepholes:
-            config["use_peepholes"] = True
-        if layer_norm:
-            config["layer_norm"] = True
-        if projection_units is not None:
-            config["projection_units"] = projection_units
-        result = GradcheckResult(
-            backend=backend,
-            dtype=dtype,
-            config=config,
+        rows = _forward_rows(config, layer_results, forward)
+        rows += _gradient_rows(config, autodiff, reference, fd)
+        return GradcheckResult(
+            backend=keras.backend.backend(),
+            dtype=config.dtype,
+            config=config.header(),
             rows=rows,
-            reference_rtol=reference_rtol,
-            fd_rtol=fd_rtol,
+            reference_rtol=config.reference_threshold,
+            fd_rtol=config.fd_rtol,
             autodiff=autodiff,
             reference=reference,
             finite_differences=fd,
             float64_lifted=lifted,
-            dropout_masks=(input_dropout_mask, recurrent_dropout_mask),
+            dropout_masks=dropout_masks,
         )
-    return result
+
+
+# ---------------------------------------------------------------------------
+# The problem: random values, the layer holding them, its dropout masks.
+# ---------------------------------------------------------------------------
+
+
+def _drawer(rng, np_dtype):
+    def draw(*shape, scale=1.0):
+        # Rounded to the layer's dtype so that the reference sees exactly
+        # the numbers the layer sees.
+        return (
+            (scale * rng.normal(size=shape)).astype(np_dtype).astype(np.float64)
+        )
+
+    return draw
+
+
+def _draw_values(config, draw, mask):
+    """`{name: float64 array}` of the inputs, initial states and weights."""
+    B, T, D = config.batch_size, config.timesteps, config.input_dim
+    H, R = config.units, config.output_units
+    values = {
+        "x": draw(B, T, D),
+        "h0": draw(B, R, scale=0.5)
+        if config.initial_state
+        else np.zeros((B, R)),
+        "c0": draw(B, H, scale=0.5)
+        if config.initial_state
+        else np.zeros((B, H)),
+        "kernel": draw(D, 4 * H, scale=0.6),
+        "recurrent_kernel": draw(R, 4 * H, scale=0.6),
+    }
+    if config.use_bias:
+        values["bias"] = draw(4 * H, scale=0.3)
+    if config.use_peepholes:
+        for name in ("input_peephole", "forget_peephole", "output_peephole"):
+            values[name] = draw(H, scale=0.5)
+    if config.layer_norm:
+        values["gate_norm_gamma"] = 1.0 + draw(4 * H, scale=0.2)
+        values["cell_norm_gamma"] = 1.0 + draw(H, scale=0.2)
+        values["cell_norm_beta"] = draw(H, scale=0.2)
+    if config.projection_units is not None:
+        values["projection_kernel"] = draw(H, R, scale=0.6)
+    if config.pad_value is not None and mask is not None:
+        values["x"][~mask] = config.pad_value
+    return values
+
+
+def _build_layer(config, values):
+    """An `lstm_keras.LSTM` as configured, holding the drawn weights."""
+    layer = lstm_keras.LSTM(
+        config.units,
+        return_sequences=config.return_sequences,
+        return_state=config.return_state,
+        go_backwards=config.go_backwards,
+        use_bias=config.use_bias,
+        dropout=config.dropout,
+        recurrent_dropout=config.recurrent_dropout,
+        seed=config.seed,
+        zero_output_for_mask=config.zero_output_for_mask,
+        use_peepholes=config.use_peepholes,
+        layer_norm=config.layer_norm,
+        projection_units=config.projection_units,
+        dtype=config.dtype,
+    )
+    layer.build((config.batch_size, config.timesteps, config.input_dim))
+    np_dtype = np.dtype(config.dtype)
+    for name in TENSOR_NAMES[3:]:
+        if name in values:
+            getattr(layer.cell, name).assign(values[name].astype(np_dtype))
+    return layer
+
+
+def _draw_dropout_masks(config, layer, values):
+    """`(input_mask, recurrent_mask)`, drawn once by the layer's generator.
+
+    Each is a NumPy array, or `None` when its rate is 0. The cell's cached
+    masks are cleared afterwards, so the probe hands these in explicitly.
+    """
+    if not config.training:
+        return None, None
+    cell = layer.cell
+    cell.reset_dropout_mask()
+    cell.reset_recurrent_dropout_mask()
+    input_mask = recurrent_mask = None
+    if config.dropout > 0:
+        x_step = ops.convert_to_tensor(values["x"][:, 0, :], dtype=config.dtype)
+        input_mask = ops.convert_to_numpy(cell.get_dropout_mask(x_step))
+    if config.recurrent_dropout > 0:
+        h_zeros = ops.zeros(
+            (config.batch_size, config.output_units), dtype=config.dtype
+        )
+        recurrent_mask = ops.convert_to_numpy(
+            cell.get_recurrent_dropout_mask(h_zeros)
+        )
+    cell.reset_dropout_mask()
+    cell.reset_recurrent_dropout_mask()
+    return input_mask, recurrent_mask
+
+
+# ---------------------------------------------------------------------------
+# The three computations: the NumPy reference, finite differences (autodiff
+# is `_LayerProbe.gradients`).
+# ---------------------------------------------------------------------------
+
+
+def _reference_forward(config, values, mask, dropout_masks):
+    """The reference's results by name, and its cache for the backward."""
+    input_mask, recurrent_mask = dropout_masks
+    outputs, last_output, h_t, c_t, cache = reference_forward(
+        values["x"],
+        values["h0"],
+        values["c0"],
+        values["kernel"],
+        values["recurrent_kernel"],
+        values.get("bias"),
+        mask=mask,
+        go_backwards=config.go_backwards,
+        zero_output_for_mask=config.zero_output_for_mask,
+        input_dropout_mask=input_mask,
+        recurrent_dropout_mask=recurrent_mask,
+        **{n: values[n] for n in TENSOR_NAMES[6:] if n in values},
+    )
+    results = {
+        "outputs": outputs,
+        "last_output": last_output,
+        "h_T": h_t,
+        "c_T": c_t,
+    }
+    return results, cache
+
+
+def _reference_gradients(config, cache, cotangents):
+    """`reference_backward`'s gradients of the loss, `None`s dropped."""
+    B, T = config.batch_size, config.timesteps
+    d_outputs = np.zeros((B, T, config.output_units))
+    if config.return_sequences:
+        d_outputs += cotangents["outputs"]
+    else:
+        d_outputs[:, -1] = cotangents["last_output"]
+    gradients = reference_backward(
+        cache, d_outputs, cotangents.get("h_T"), cotangents.get("c_T")
+    )
+    return {k: v for k, v in gradients.items() if v is not None}
+
+
+def _finite_differences(config, probe, values, mask, cotangents, autodiff):
+    """`{name: (flat_indices, estimates)}` of the layer's own forward."""
+    fd_values = {k: v for k, v in values.items() if k in autodiff}
+    if config.pad_value is not None and mask is not None:
+        fd_values.pop("x")  # x +- epsilon is still NaN where padded
+
+    def loss_fn(point):
+        results = probe.forward(dict(values, **point))
+        return sum(float(np.sum(results[k] * cotangents[k])) for k in results)
+
+    return numerical_gradients(
+        loss_fn,
+        fd_values,
+        epsilon=config.fd_epsilon,
+        max_entries=config.fd_entries,
+        seed=config.seed,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The comparison: one `TensorCheck` row per result and per gradient.
+# ---------------------------------------------------------------------------
+
+
+def _forward_rows(config, layer_results, reference_results):
+    rows = []
+    for key, value in layer_results.items():
+        ref_abs, ref_rel = max_errors(value, reference_results[key])
+        rows.append(
+            TensorCheck(
+                "forward",
+                key,
+                value.shape,
+                ref_abs,
+                ref_rel,
+                passed=bool(ref_rel <= config.reference_threshold),
+            )
+        )
+    return rows
+
+
+def _gradient_rows(config, autodiff, reference, fd):
+    rows = []
+    for name in TENSOR_NAMES:
+        if name not in autodiff:
+            continue
+        grad = autodiff[name]
+        ref_abs, ref_rel = max_errors(grad, reference[name])
+        passed = bool(ref_rel <= config.reference_threshold)
+        fd_abs = fd_rel = None
+        count = 0
+        if name in fd:
+            indices, estimates = fd[name]
+            fd_abs, fd_rel = max_errors(grad.reshape(-1)[indices], estimates)
+            count = len(indices)
+            passed = passed and bool(fd_rel <= config.fd_rtol)
+        rows.append(
+            TensorCheck(
+                "gradient",
+                name,
+                grad.shape,
+                ref_abs,
+                ref_rel,
+                fd_abs,
+                fd_rel,
+                count,
+                passed,
+            )
+        )
+    return rows

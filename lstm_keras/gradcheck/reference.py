@@ -196,49 +196,17 @@ def reference_forward(
     batch, timesteps, input_dim = x.shape
     if timesteps == 0:
         raise ValueError("Argument `x` must have at least one timestep.")
-    kernel = _as_float64("kernel", kernel, 2)
-    if kernel.shape[0] != input_dim or kernel.shape[1] % 4:
-        raise ValueError(
-            "Argument `kernel` must have shape (input_dim, 4 * units) with "
-            f"input_dim={input_dim}; received {kernel.shape}."
-        )
-    units = kernel.shape[1] // 4
-    if projection_kernel is not None:
-        projection_kernel = _as_float64(
-            "projection_kernel", projection_kernel, 2
-        )
-        if projection_kernel.shape[0] != units:
-            raise ValueError(
-                "Argument `projection_kernel` must have shape (units, R) with "
-                f"units={units}; received {projection_kernel.shape}."
-            )
-    r_units = units if projection_kernel is None else projection_kernel.shape[1]
-    variant = dict(
-        zip(
-            TENSOR_NAMES[6:12],
-            (
-                input_peephole,
-                forget_peephole,
-                output_peephole,
-                gate_norm_gamma,
-                cell_norm_gamma,
-                cell_norm_beta,
-            ),
-            strict=True,
-        )
+    kernel, units = _check_kernel(kernel, input_dim)
+    projection_kernel, r_units = _check_projection(projection_kernel, units)
+    variant = _check_variant_weights(
+        units,
+        input_peephole=input_peephole,
+        forget_peephole=forget_peephole,
+        output_peephole=output_peephole,
+        gate_norm_gamma=gate_norm_gamma,
+        cell_norm_gamma=cell_norm_gamma,
+        cell_norm_beta=cell_norm_beta,
     )
-    for group in (_PEEPHOLES, _NORMS):
-        given = [variant[name] is not None for name in group]
-        if any(given) and not all(given):
-            raise ValueError(
-                f"Arguments {', '.join(f'`{n}`' for n in group)} must be "
-                "given together (all or none)."
-            )
-        for name in group:
-            if variant[name] is not None:
-                size = 4 * units if name == "gate_norm_gamma" else units
-                variant[name] = _as_float64(name, variant[name], 1)
-                _check_shape(name, variant[name], (size,))
     peepholes = variant["input_peephole"] is not None
     layer_norm = variant["gate_norm_gamma"] is not None
     recurrent_kernel = _as_float64("recurrent_kernel", recurrent_kernel, 2)
@@ -250,25 +218,12 @@ def reference_forward(
     if bias is not None:
         bias = _as_float64("bias", bias, 1)
         _check_shape("bias", bias, (4 * units,))
-    if mask is None:
-        mask = np.ones((batch, timesteps), dtype=bool)
-    else:
-        mask = np.asarray(mask).astype(bool)
-        _check_shape("mask", mask, (batch, timesteps))
-    if input_dropout_mask is not None:
-        input_dropout_mask = _as_float64(
-            "input_dropout_mask", input_dropout_mask, 2
-        )
-        _check_shape(
-            "input_dropout_mask", input_dropout_mask, (batch, input_dim)
-        )
-    if recurrent_dropout_mask is not None:
-        recurrent_dropout_mask = _as_float64(
-            "recurrent_dropout_mask", recurrent_dropout_mask, 2
-        )
-        _check_shape(
-            "recurrent_dropout_mask", recurrent_dropout_mask, (batch, r_units)
-        )
+    mask, input_dropout_mask, recurrent_dropout_mask = _check_masks(
+        mask,
+        input_dropout_mask,
+        recurrent_dropout_mask,
+        (batch, timesteps, input_dim, r_units),
+    )
 
     # Work in processing order from here on; the backward pass undoes this.
     x = np.where(mask[:, :, None], x, 0.0)
@@ -278,58 +233,24 @@ def reference_forward(
         x if input_dropout_mask is None else x * input_dropout_mask[:, None]
     )
 
+    weights = dict(
+        kernel=kernel,
+        recurrent_kernel=recurrent_kernel,
+        bias=bias,
+        projection_kernel=projection_kernel,
+        variant=variant,
+    )
     h_prev, c_prev = h0, c0
     out_prev = np.zeros((batch, r_units))
     outputs = np.empty((batch, timesteps, r_units))
     steps = []
     for t in range(timesteps):
-        step = {}
-        h_in = (
-            h_prev
-            if recurrent_dropout_mask is None
-            else h_prev * recurrent_dropout_mask
-        )
-        z = x_dropped[:, t] @ kernel + h_in @ recurrent_kernel
-        if layer_norm:
-            step["gates_hat"], step["gates_inv_std"] = _normalize(z, 4)
-            z = step["gates_hat"] * variant["gate_norm_gamma"]
-        if bias is not None:
-            z = z + bias
-        z_i, z_f, z_c, z_o = np.split(z, 4, axis=-1)
-        if peepholes:
-            z_i = z_i + variant["input_peephole"] * c_prev
-            z_f = z_f + variant["forget_peephole"] * c_prev
-        input_gate = _sigmoid(z_i)
-        forget_gate = _sigmoid(z_f)
-        candidate = np.tanh(z_c)
-        c_new = forget_gate * c_prev + input_gate * candidate
-        if peepholes:
-            z_o = z_o + variant["output_peephole"] * c_new
-        output_gate = _sigmoid(z_o)
-        c_out = c_new
-        if layer_norm:
-            step["c_hat"], step["c_inv_std"] = _normalize(c_new, 1)
-            c_out = (
-                step["c_hat"] * variant["cell_norm_gamma"]
-                + variant["cell_norm_beta"]
-            )
-        tanh_c = np.tanh(c_out)
-        h_new = output_gate * tanh_c
-        if projection_kernel is not None:
-            step["unprojected"] = h_new
-            h_new = h_new @ projection_kernel
-        step.update(
-            h_prev=h_prev,
-            h_in=h_in,
-            c_prev=c_prev,
-            c=c_new,
-            input_gate=input_gate,
-            forget_gate=forget_gate,
-            candidate=candidate,
-            output_gate=output_gate,
-            tanh_c=tanh_c,
+        h_new, c_new, step = _forward_step(
+            x_dropped[:, t], h_prev, c_prev, weights, recurrent_dropout_mask
         )
         steps.append(step)
+        # Keras's masking: a padded step keeps both states; its output is
+        # zeros or the previous step's output.
         keep = mask[:, t, None]
         masked_output = 0.0 if zero_output_for_mask else out_prev
         out_prev = np.where(keep, h_new, masked_output)
@@ -354,6 +275,149 @@ def reference_forward(
         projection_kernel=projection_kernel,
     )
     return outputs, outputs[:, -1].copy(), h_prev, c_prev, cache
+
+
+def _check_kernel(kernel, input_dim):
+    """`kernel` as float64, and `units` read from its shape."""
+    kernel = _as_float64("kernel", kernel, 2)
+    if kernel.shape[0] != input_dim or kernel.shape[1] % 4:
+        raise ValueError(
+            "Argument `kernel` must have shape (input_dim, 4 * units) with "
+            f"input_dim={input_dim}; received {kernel.shape}."
+        )
+    return kernel, kernel.shape[1] // 4
+
+
+def _check_projection(projection_kernel, units):
+    """`projection_kernel` as float64 (or `None`), and the width R of h."""
+    if projection_kernel is None:
+        return None, units
+    projection_kernel = _as_float64("projection_kernel", projection_kernel, 2)
+    if projection_kernel.shape[0] != units:
+        raise ValueError(
+            "Argument `projection_kernel` must have shape (units, R) with "
+            f"units={units}; received {projection_kernel.shape}."
+        )
+    return projection_kernel, projection_kernel.shape[1]
+
+
+def _check_variant_weights(units, **weights):
+    """The peephole and norm weights by name, float64 or `None`.
+
+    Each group (the three peepholes, the three norm weights) is given
+    whole or not at all.
+    """
+    variant = {name: weights[name] for name in TENSOR_NAMES[6:12]}
+    for group in (_PEEPHOLES, _NORMS):
+        given = [variant[name] is not None for name in group]
+        if any(given) and not all(given):
+            raise ValueError(
+                f"Arguments {', '.join(f'`{n}`' for n in group)} must be "
+                "given together (all or none)."
+            )
+        for name in group:
+            if variant[name] is not None:
+                size = 4 * units if name == "gate_norm_gamma" else units
+                variant[name] = _as_float64(name, variant[name], 1)
+                _check_shape(name, variant[name], (size,))
+    return variant
+
+
+def _check_masks(mask, input_dropout_mask, recurrent_dropout_mask, sizes):
+    """The padding mask (all `True` when `None`) and the dropout masks."""
+    batch, timesteps, input_dim, r_units = sizes
+    if mask is None:
+        mask = np.ones((batch, timesteps), dtype=bool)
+    else:
+        mask = np.asarray(mask).astype(bool)
+        _check_shape("mask", mask, (batch, timesteps))
+    if input_dropout_mask is not None:
+        input_dropout_mask = _as_float64(
+            "input_dropout_mask", input_dropout_mask, 2
+        )
+        _check_shape(
+            "input_dropout_mask", input_dropout_mask, (batch, input_dim)
+        )
+    if recurrent_dropout_mask is not None:
+        recurrent_dropout_mask = _as_float64(
+            "recurrent_dropout_mask", recurrent_dropout_mask, 2
+        )
+        _check_shape(
+            "recurrent_dropout_mask", recurrent_dropout_mask, (batch, r_units)
+        )
+    return mask, input_dropout_mask, recurrent_dropout_mask
+
+
+def _forward_step(x_t, h_prev, c_prev, weights, recurrent_dropout_mask):
+    """One unmasked step of the LSTM equations: `(h_t, c_t, step)`.
+
+    `x_t` is the (dropped-out) input at this step; `step` keeps what
+    `reference_backward` needs from it.
+    """
+    variant = weights["variant"]
+    step = {}
+    h_in = (
+        h_prev
+        if recurrent_dropout_mask is None
+        else h_prev * recurrent_dropout_mask
+    )
+    z = x_t @ weights["kernel"] + h_in @ weights["recurrent_kernel"]
+    if variant["gate_norm_gamma"] is not None:
+        step["gates_hat"], step["gates_inv_std"] = _normalize(z, 4)
+        z = step["gates_hat"] * variant["gate_norm_gamma"]
+    if weights["bias"] is not None:
+        z = z + weights["bias"]
+    input_gate, forget_gate, candidate, c_new, output_gate = _gates(
+        z, c_prev, variant
+    )
+    tanh_c = np.tanh(_cell_output(c_new, variant, step))
+    h_new = output_gate * tanh_c
+    if weights["projection_kernel"] is not None:
+        step["unprojected"] = h_new
+        h_new = h_new @ weights["projection_kernel"]
+    step.update(
+        h_prev=h_prev,
+        h_in=h_in,
+        c_prev=c_prev,
+        c=c_new,
+        input_gate=input_gate,
+        forget_gate=forget_gate,
+        candidate=candidate,
+        output_gate=output_gate,
+        tanh_c=tanh_c,
+    )
+    return h_new, c_new, step
+
+
+def _gates(z, c_prev, variant):
+    """The gates and `c_t` from the pre-activations `z` (peepholes added).
+
+    Returns `(input_gate, forget_gate, candidate, c_t, output_gate)`.
+    """
+    z_i, z_f, z_c, z_o = np.split(z, 4, axis=-1)
+    peepholes = variant["input_peephole"] is not None
+    if peepholes:
+        z_i = z_i + variant["input_peephole"] * c_prev
+        z_f = z_f + variant["forget_peephole"] * c_prev
+    input_gate = _sigmoid(z_i)
+    forget_gate = _sigmoid(z_f)
+    candidate = np.tanh(z_c)
+    c_new = forget_gate * c_prev + input_gate * candidate
+    if peepholes:
+        # The output gate looks at the new cell state, not c_prev.
+        z_o = z_o + variant["output_peephole"] * c_new
+    output_gate = _sigmoid(z_o)
+    return input_gate, forget_gate, candidate, c_new, output_gate
+
+
+def _cell_output(c_new, variant, step):
+    """What `tanh` reads: `LN(c_t)` with gain and shift, or `c_t` itself."""
+    if variant["cell_norm_gamma"] is None:
+        return c_new
+    step["c_hat"], step["c_inv_std"] = _normalize(c_new, 1)
+    return (
+        step["c_hat"] * variant["cell_norm_gamma"] + variant["cell_norm_beta"]
+    )
 
 
 def reference_backward(

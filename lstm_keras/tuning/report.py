@@ -267,3 +267,32 @@ def _cell(value):
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def summary_text(summary, tune_dir):
+    """What the tuning command prints when a search ends.
+
+    Args:
+        summary: The dict `tune` returns (`best`, `baseline`, ...).
+        tune_dir: The search's folder.
+
+    Returns:
+        The best trial's and the baseline's numbers and the files written,
+        as lines of text.
+    """
+    best, base = summary["best"], summary["baseline"]
+    lines = [
+        f"\nbest trial {best['trial_id']}: val accuracy "
+        f"{best['val_accuracy']:.4f}, gap {best['gap']:.4f}, test accuracy "
+        f"{best['test_accuracy']:.4f}"
+    ]
+    if base is not None:
+        lines.append(
+            f"baseline: val accuracy {base['val_accuracy']:.4f}, gap "
+            f"{base['gap']:.4f}, test accuracy {base['test_accuracy']:.4f}"
+        )
+    lines.append(
+        f"wrote {tune_dir}/results.csv, overfitting.png, report.md, "
+        "summary.json, best/"
+    )
+    return "\n".join(lines)
