@@ -20,7 +20,7 @@ from lstm_keras.lstm import LSTM
 from lstm_keras.lstm_cell import GATE_ORDER
 from lstm_keras.lstm_cell import LSTMCell
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 if keras.backend.backend() == "tensorflow":
     # Registers the applications' classes, so that their `.keras` files load

@@ -1,21 +1,10 @@
-"""Shared test settings: backend markers, slow-test opt-in, determinism."""
-
-import os
+"""Shared test settings: backend markers, test order, determinism."""
 
 import keras
 import numpy as np
 import pytest
 
 BACKEND = keras.backend.backend()
-
-
-def pytest_addoption(parser):
-    parser.addoption(
-        "--run-slow",
-        action="store_true",
-        default=os.environ.get("LSTM_KERAS_RUN_SLOW") == "1",
-        help="also run tests marked slow (long quality checks)",
-    )
 
 
 # Modules of long tests (subprocesses, searches, training runs): run first,
@@ -30,13 +19,10 @@ LONG_MODULES = (
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.path.name not in LONG_MODULES)
-    skip_slow = pytest.mark.skip(reason="slow: pass --run-slow to run it")
     skip_tf = pytest.mark.skip(
         reason=f"needs the TensorFlow backend (running on {BACKEND})"
     )
     for item in items:
-        if "slow" in item.keywords and not config.getoption("--run-slow"):
-            item.add_marker(skip_slow)
         if "tensorflow_only" in item.keywords and BACKEND != "tensorflow":
             item.add_marker(skip_tf)
 

@@ -149,16 +149,14 @@ def load_dataset(
 
     Example:
 
-    >>> splits = load_dataset("sample", "sentiment")  # doctest: +SKIP
-    >>> splits.class_names  # doctest: +SKIP
-    ['negative', 'positive']
-    >>> splits.validation_scheme  # doctest: +SKIP
-    'sst2 sentences'
-    >>> speech = load_dataset(
-    ...     "sample", "speech", validation_speaker="theo"
-    ... )  # doctest: +SKIP
-    >>> speech.num_examples  # doctest: +SKIP
-    {'train': 600, 'validation': 150, 'test': 250}
+    ```python
+    # Prepares a TFDS copy of data/samples on first use (about 10 s).
+    splits = load_dataset("sample", "sentiment")
+    splits.class_names  # ['negative', 'positive']
+    splits.validation_scheme  # 'sst2 sentences'
+    speech = load_dataset("sample", "speech", validation_speaker="theo")
+    speech.num_examples  # {'train': 600, 'validation': 150, 'test': 250}
+    ```
     """
     if task not in TASKS:
         raise ValueError(
