@@ -1,12 +1,14 @@
 """Every command answers a bad argument with one line naming it, exit 2.
 
-Each command runs as `python -m ...` in a subprocess, with one bad argument
-chosen so that the error comes before any training. "One line" is all of
-stderr: TensorFlow's start-up notices are switched off through the
-environment (`TF_CPP_MIN_LOG_LEVEL=3`, `TF_ENABLE_ONEDNN_OPTS=0`), not
-filtered out.
+Each command's `main` gets one bad argument, chosen so that the error comes
+before any training, and must exit (or return) 2 having written exactly
+one line to stderr. Two of them also run as `python -m ...` in a fresh
+process, as a user runs them: there "one line" is all of stderr, with
+TensorFlow's start-up notices switched off through the environment
+(`TF_CPP_MIN_LOG_LEVEL=3`, `TF_ENABLE_ONEDNN_OPTS=0`), not filtered out.
 """
 
+import importlib
 import os
 import pathlib
 import subprocess
@@ -37,6 +39,21 @@ BAD_ARGUMENTS = [
 ]  # fmt: skip
 
 
+# The module whose `main` each `python -m` module runs.
+MAIN_MODULES = {"training": "training.train", "tuning": "tuning.tune"}
+
+
+def _argv(argv, tmp_path):
+    return [a.replace("{tmp}", str(tmp_path)) for a in argv]
+
+
+def _assert_one_error_line(stderr, named):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "error:" in lines[0] and named in lines[0], lines[0]
+    assert "Traceback" not in stderr
+
+
 @pytest.mark.parametrize(
     "module, argv, named",
     BAD_ARGUMENTS,
@@ -45,12 +62,22 @@ BAD_ARGUMENTS = [
     ],
 )
 def test_bad_argument_is_one_line_naming_it_and_exit_2(
-    module, argv, named, tmp_path
+    module, argv, named, tmp_path, capsys
 ):
+    main = importlib.import_module(MAIN_MODULES.get(module, module)).main
+    try:
+        status = main(_argv(argv, tmp_path))
+    except SystemExit as exit_:
+        status = exit_.code
+    assert status == 2
+    _assert_one_error_line(capsys.readouterr().err, named)
+
+
+@pytest.mark.parametrize("module, argv, named", BAD_ARGUMENTS[:2])
+def test_bad_argument_in_a_fresh_process(module, argv, named, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     ran = subprocess.run(
-        [sys.executable, "-m", module, *argv],
+        [sys.executable, "-m", module, *_argv(argv, tmp_path)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -58,7 +85,4 @@ def test_bad_argument_is_one_line_naming_it_and_exit_2(
         timeout=120,
     )
     assert ran.returncode == 2, ran.stderr
-    lines = ran.stderr.strip().splitlines()
-    assert len(lines) == 1, ran.stderr
-    assert "error:" in lines[0] and named in lines[0], lines[0]
-    assert "Traceback" not in ran.stderr
+    _assert_one_error_line(ran.stderr, named)
