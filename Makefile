@@ -94,6 +94,8 @@ bench: $(VENV)/.installed-test
 	$(PY) benchmarks/run.py --tasks train --shapes speech text --no-memory \
 	    --impls ours ours_recurrent_dropout ours_generic \
 	    --output benchmarks/results/recurrent_dropout
+	$(PY) benchmarks/run.py --tasks train latency --shapes speech text long --no-memory \
+	    --impls ours ours_avx2 --output benchmarks/results/gemm_isa
 	$(PY) benchmarks/sparse_step.py
 
 ## bench-quick: one short round of the benchmark, a smoke test (~5 min)

@@ -26,6 +26,8 @@ Examples:
     python benchmarks/run.py --tasks serve --impls ours keras_tf --no-memory
     python benchmarks/run.py --tasks train --shapes speech text --no-memory \
         --impls ours ours_recurrent_dropout ours_generic
+    python benchmarks/run.py --tasks train latency --no-memory \
+        --impls ours ours_avx2
 """
 
 import argparse
@@ -40,11 +42,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
 PEERS = ("keras_tf", "keras_jax", "torch")
-IMPLEMENTATIONS = ("ours", "ours_generic", "ours_recurrent_dropout", *PEERS)
+# Variants of ours that `make bench` runs separately, not by default.
+OURS_VARIANTS = ("ours_recurrent_dropout", "ours_avx2")
+IMPLEMENTATIONS = ("ours", "ours_generic", *OURS_VARIANTS, *PEERS)
 LABELS = {
     "ours": "lstm_keras (TF)",
     "ours_generic": "lstm_keras generic (TF)",
     "ours_recurrent_dropout": "lstm_keras recurrent_dropout=0.2 (TF)",
+    "ours_avx2": "lstm_keras AVX2 micro-kernel (TF)",
     "keras_tf": "keras LSTM (TF)",
     "keras_jax": "keras LSTM (JAX)",
     "torch": "torch.nn.LSTM",
@@ -320,6 +325,11 @@ def summarize(raw, impls):
                     i: rate / sgemm for i, rate in entry["gflops"].items()
                 }
             summary[shape][task] = entry
+        if "load_average" not in tasks:
+            # A shape no implementation ran (an application's, which only
+            # the serve task runs).
+            del summary[shape]
+            continue
         loads = [x for v in tasks["load_average"].values() for x in v]
         summary[shape]["load_average"] = statistics.median(loads)
     if "memory" in raw:
@@ -504,7 +514,7 @@ def main(argv=None):
         "--impls",
         nargs="+",
         choices=IMPLEMENTATIONS,
-        default=[i for i in IMPLEMENTATIONS if i != "ours_recurrent_dropout"],
+        default=[i for i in IMPLEMENTATIONS if i not in OURS_VARIANTS],
     )
     parser.add_argument(
         "--tasks",

@@ -6,6 +6,9 @@ Each measurement prints one JSON line on stdout. The implementations:
 - `ours_generic`: the same layer forced onto the generic `keras.ops` path.
 - `ours_recurrent_dropout`: `lstm_keras.LSTM(H, recurrent_dropout=0.2)`
   (training only drops; inference is `ours`).
+- `ours_avx2`: `ours` with the C++ ops' products on their AVX2/FMA
+  micro-kernel (`LSTM_KERAS_GEMM_ISA=avx2`) instead of the best the CPU
+  has, to compare the micro-kernels on one machine.
 - `keras_tf`: `keras.layers.LSTM` on TensorFlow.
 - `keras_jax`: `keras.layers.LSTM` on JAX.
 - `torch`: `torch.nn.LSTM` with an idiomatic training loop.
@@ -56,6 +59,7 @@ IMPLEMENTATIONS = (
     "ours",
     "ours_generic",
     "ours_recurrent_dropout",
+    "ours_avx2",
     "keras_tf",
     "keras_jax",
     "torch",
@@ -109,7 +113,7 @@ def _data(args, batch):
 def _keras_model(args):
     import keras
 
-    if args.impl in ("ours", "ours_generic"):
+    if args.impl in ("ours", "ours_generic", "ours_avx2"):
         import lstm_keras
 
         lstm = lstm_keras.LSTM(args.units)
@@ -457,6 +461,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.impl == "ours_generic":
         os.environ["LSTM_KERAS_FAST_PATH"] = "0"
+    if args.impl == "ours_avx2":
+        os.environ["LSTM_KERAS_GEMM_ISA"] = "avx2"
     tasks = args.task.split(",")
     for task in tasks:
         if task not in TASKS:

@@ -52,6 +52,20 @@ def kernels():
     return loaded
 
 
+# build.GEMM_ISAS, spelled out: the module imports `build` on TensorFlow only.
+GEMM_ISAS = ("portable", "avx2", "avx512")
+
+
+@pytest.fixture(params=GEMM_ISAS)
+def gemm_isa(request, kernels):
+    """Runs the test with each micro-kernel the CPU has, then the default."""
+    if request.param not in build.supported_gemm_isas():
+        pytest.skip(f"this CPU cannot run the {request.param} micro-kernel")
+    build.set_gemm_isa(request.param)
+    yield request.param
+    build.set_gemm_isa(None)
+
+
 @pytest.fixture
 def fast_path_calls(monkeypatch):
     """Counts the calls that the fast path accepted."""
@@ -146,14 +160,16 @@ def test_matches_generic_path(kernels, fast_path_calls, rng, mask, options):
 
 @pytest.mark.parametrize(
     "batch, units",
-    [(1, 1), (1, 32), (1, 33), (2, 3), (7, 130), (13, 5), (40, 16)],
+    [(1, 1), (1, 32), (1, 33), (2, 3), (7, 130), (13, 5), (24, 20), (40, 16)],
 )
 def test_matches_generic_path_for_odd_sizes(
-    kernels, fast_path_calls, rng, batch, units
+    kernels, gemm_isa, fast_path_calls, rng, batch, units
 ):
-    # The recurrent matmuls run on tiles of up to 6 rows by 16 gate columns
-    # (one row at a time below 4 rows per thread's block): these sizes give
-    # single rows, tiles of every height and partly filled column panels.
+    # The recurrent matmuls run on tiles of up to 6 rows by one panel of 16
+    # gate columns (AVX2, portable) or 12 rows by two panels (AVX-512), one
+    # row at a time below 4 rows per thread's block: these sizes give
+    # single rows, tiles of every height, odd panel counts and partly
+    # filled panels, on every micro-kernel the CPU has.
     x = rng.normal(size=(batch, 6, FEATURES)).astype("float32")
     mask = np.ones((batch, 6), bool)
     mask[-1, 4:] = False
@@ -327,7 +343,7 @@ def test_stateful_matches_generic(kernels, fast_path_calls, rng):
     "batch, timesteps", [(9, 150), (1100, 2)], ids=["long", "wide"]
 )
 def test_weight_gradients_over_many_samples(
-    kernels, fast_path_calls, rng, batch, timesteps
+    kernels, gemm_isa, fast_path_calls, rng, batch, timesteps
 ):
     # The grad op sums dW and dU over 512 (row, step) samples at a time:
     # "long" needs several such sums per thread, "wide" more rows per
@@ -524,3 +540,85 @@ def test_build_reuses_the_cached_library(kernels):
     modified = os.path.getmtime(path)
     assert build.build() == path
     assert os.path.getmtime(path) == modified
+
+
+def _cpu_flags():
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/cpuinfo"), reason="needs Linux's /proc/cpuinfo"
+)
+def test_supported_micro_kernels_are_the_cpus(kernels):
+    assert build.GEMM_ISAS == GEMM_ISAS
+    flags = _cpu_flags()
+    expected = ["portable"]
+    if {"avx2", "fma"} <= flags:
+        expected.append("avx2")
+    if "avx512f" in flags:
+        expected.append("avx512")
+    assert build.supported_gemm_isas() == tuple(expected)
+    # By default the products run on the best of them.
+    assert build.gemm_isa() == expected[-1]
+
+
+def test_set_gemm_isa_refuses_unknown_and_unsupported(kernels):
+    with pytest.raises(ValueError, match="LSTM_KERAS_GEMM_ISA.*got 'sse'"):
+        build.set_gemm_isa("sse")
+    missing = set(GEMM_ISAS) - set(build.supported_gemm_isas())
+    for name in missing:
+        with pytest.raises(ValueError, match=f"cannot run the '{name}'"):
+            build.set_gemm_isa(name)
+    assert build.gemm_isa() == build.supported_gemm_isas()[-1]
+
+
+def test_x86_micro_kernels_give_identical_results(kernels, rng):
+    # Both x86 kernels compute each output element as one chain of FMAs
+    # over k in order, so they agree to the bit, forward and backward, on
+    # tile heights 1 to 12 and partial panels.
+    if not {"avx2", "avx512"} <= set(build.supported_gemm_isas()):
+        pytest.skip("needs a CPU with both AVX2/FMA and AVX-512")
+    x = rng.normal(size=(26, 9, FEATURES)).astype("float32")
+    results = {}
+    for name in ("avx2", "avx512"):
+        build.set_gemm_isa(name)
+        try:
+            # The same weights each time.
+            keras.utils.set_random_seed(3)
+            layer = lstm_keras.LSTM(37, return_sequences=True)
+            results[name] = _run(layer, x)
+        finally:
+            build.set_gemm_isa(None)
+    for got, expected in zip(
+        results["avx512"][0] + results["avx512"][1],
+        results["avx2"][0] + results["avx2"][1],
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_gemm_isa_from_the_environment(tmp_path):
+    # LSTM_KERAS_GEMM_ISA is read when the ops load, in a fresh process.
+    import subprocess
+    import sys
+
+    script = (
+        "from lstm_keras.backends.tensorflow import build\n"
+        "assert build.load_kernels() is not None\n"
+        "print(build.gemm_isa())\n"
+    )
+    env = dict(os.environ, LSTM_KERAS_GEMM_ISA="portable")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "portable"

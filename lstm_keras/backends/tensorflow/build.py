@@ -170,12 +170,14 @@ def build(force=False):
 def load_kernels():
     """Returns the loaded op module, or `None` (with one warning) on failure.
 
-    Set `LSTM_KERAS_FAST_PATH=0` to skip building altogether.
+    Set `LSTM_KERAS_FAST_PATH=0` to skip building altogether, and
+    `LSTM_KERAS_GEMM_ISA` to one of `GEMM_ISAS` to run the products on that
+    micro-kernel instead of the best the CPU has (`set_gemm_isa`).
     """
     import tensorflow as tf
 
     try:
-        return tf.load_op_library(build())
+        kernels = tf.load_op_library(build())
     except (BuildError, OSError, tf.errors.OpError) as error:
         warnings.warn(
             "lstm_keras: the TensorFlow fast path is unavailable, using the "
@@ -184,3 +186,63 @@ def load_kernels():
             stacklevel=2,
         )
         return None
+    requested = os.environ.get("LSTM_KERAS_GEMM_ISA")
+    if requested:
+        set_gemm_isa(requested)
+    return kernels
+
+
+# The micro-kernels of the ops' matrix products (packed_gemm.h's GemmIsa),
+# in the order of their numbers there.
+GEMM_ISAS = ("portable", "avx2", "avx512")
+
+
+@functools.cache
+def _library():
+    """The built library's C functions (the one `load_kernels` loaded)."""
+    import ctypes
+
+    # dlopen of a loaded library's path returns that library, so these
+    # functions see and set the state the ops use.
+    return ctypes.CDLL(build())
+
+
+def supported_gemm_isas():
+    """The micro-kernels this CPU can run, a subset of `GEMM_ISAS`."""
+    library = _library()
+    return tuple(
+        name
+        for number, name in enumerate(GEMM_ISAS)
+        if library.lstm_keras_gemm_isa_supported(number)
+    )
+
+
+def gemm_isa():
+    """The micro-kernel the ops' products run on now, one of `GEMM_ISAS`."""
+    return GEMM_ISAS[_library().lstm_keras_gemm_isa()]
+
+
+def set_gemm_isa(name):
+    """Runs the ops' products on micro-kernel `name` from now on.
+
+    Args:
+        name: One of `GEMM_ISAS`, or `None` (or `"auto"`) for the best the
+            CPU has, the default.
+
+    Raises:
+        ValueError: `name` is not a micro-kernel, or the CPU cannot run it.
+    """
+    if name in (None, "auto"):
+        _library().lstm_keras_set_gemm_isa(-1)
+        return
+    if name not in GEMM_ISAS:
+        raise ValueError(
+            f"Received an invalid value for the GEMM micro-kernel "
+            f"(LSTM_KERAS_GEMM_ISA), expected one of {GEMM_ISAS} or 'auto', "
+            f"got {name!r}"
+        )
+    if not _library().lstm_keras_set_gemm_isa(GEMM_ISAS.index(name)):
+        raise ValueError(
+            f"This CPU cannot run the {name!r} GEMM micro-kernel "
+            f"(LSTM_KERAS_GEMM_ISA); it can run {supported_gemm_isas()}"
+        )

@@ -732,3 +732,27 @@ REGISTER_KERNEL_BUILDER(Name("LstmKerasSequenceGrad").Device(DEVICE_CPU),
                         LstmKerasSequenceGradOp);
 
 }  // namespace lstm_keras
+
+// Which micro-kernel the products run on (packed_gemm.h), for build.py's
+// gemm_isa functions through ctypes: tests run every kernel the CPU has,
+// benchmarks compare them. Values are GemmIsa's: 0 portable, 1 AVX2/FMA,
+// 2 AVX-512.
+extern "C" {
+
+__attribute__((visibility("default"))) int lstm_keras_gemm_isa() {
+  return static_cast<int>(lstm_keras::ActiveGemmIsa());
+}
+
+__attribute__((visibility("default"))) int lstm_keras_gemm_isa_supported(
+    int isa) {
+  return isa >= 0 && isa <= static_cast<int>(lstm_keras::GemmIsa::kAvx512) &&
+         lstm_keras::GemmIsaSupported(static_cast<lstm_keras::GemmIsa>(isa));
+}
+
+// -1 restores the automatic choice. Returns 1, or 0 (and changes nothing)
+// where the CPU cannot run `isa`.
+__attribute__((visibility("default"))) int lstm_keras_set_gemm_isa(int isa) {
+  return lstm_keras::SetGemmIsa(isa);
+}
+
+}  // extern "C"

@@ -4,9 +4,16 @@
 //
 // The ops multiply by the same three matrices, W, U and U^T, on every step,
 // so each op packs them once into column panels (PackedMatrix) and the
-// products stream the panels through register-tiled AVX2/FMA micro-kernels;
-// where AVX2/FMA is not available at compile time, Eigen multiplies each
-// tile for whatever SIMD the target has.
+// products stream the panels through register-tiled micro-kernels. Three
+// kernels share one tiling: AVX-512 (16-float vectors, 32 registers: tiles
+// of up to 12 rows by 2 panels), AVX2/FMA (8-float vectors, 16 registers:
+// 6 rows by 1 panel) and a portable one in which Eigen multiplies each tile
+// for whatever SIMD the build targets. The x86 kernels are compiled for
+// their instruction sets whatever the build's -march, and Gemm picks one at
+// run time: the best the CPU has, unless SetGemmIsa chose another (tests
+// run every kernel the machine can; benchmarks compare them). Each output
+// element is one chain of FMAs over k in order in both x86 kernels, so
+// their results are identical.
 //
 // The weight gradients dW = x^T dz and dU = h_prev^T dz use the same
 // kernels: PackPanels packs a buffer of dz rows and TransposeRows gathers
@@ -16,11 +23,13 @@
 #define LSTM_KERAS_BACKENDS_TENSORFLOW_PACKED_GEMM_H_
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__x86_64__) || defined(__i386__)
+#define LSTM_KERAS_X86 1
 #include <immintrin.h>
 #endif
 
@@ -95,168 +104,321 @@ struct Rows {
   }
 };
 
-#if defined(__AVX2__) && defined(__FMA__)
+// The micro-kernels. Each is a struct with its tile sizes and
+// Tile<MR, NP, kAccumulate>(a, b, panel, c, ldc, width):
+// c[MR, NP panels] (+)= a[MR, K] @ the NP panels starting at `panel`. Only
+// the first `width` columns of c are written (the last panel may be
+// partial). kTileRows and kTilePanels size the tiles of a product of many
+// rows, kVectorPanels the panels per call for a single row, enough
+// independent FMA chains to hide their latency.
 
-// c[MR, NP panels] (+)= a[MR, K] @ the NP panels starting at `panel`, with
-// the products in registers: MR * NP * 2 accumulators of 8 floats. Only the
-// first `width` columns of c are written (the last panel may be partial).
-template <int MR, int NP, bool kAccumulate>
-inline void MicroKernel(Rows a, const Panels& b, const float* panel,
-                        float* c, int64_t ldc, int64_t width) {
-  __m256 acc[MR][2 * NP];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 16
-    for (int q = 0; q < 2 * NP; ++q) acc[i][q] = _mm256_setzero_ps();
-  }
-  const float* a_k = a.data;
-  const float* b_k = panel;
-  for (int64_t k = 0; k < b.k_size; ++k) {
-    __m256 b_vectors[2 * NP];
-#pragma GCC unroll 16
-    for (int q = 0; q < 2 * NP; ++q) {
-      b_vectors[q] =
-          _mm256_loadu_ps(b_k + (q / 2) * b.panel_stride + (q % 2) * 8);
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const __m256 a_ik = _mm256_broadcast_ss(a_k + i * a.row_stride);
-#pragma GCC unroll 16
-      for (int q = 0; q < 2 * NP; ++q) {
-        acc[i][q] = _mm256_fmadd_ps(a_ik, b_vectors[q], acc[i][q]);
+// Eigen multiplies each tile, for whatever SIMD the build targets.
+struct PortableKernel {
+  static constexpr int kTileRows = 6;
+  static constexpr int kTilePanels = 1;
+  static constexpr int kVectorPanels = 4;
+
+  template <int MR, int NP, bool kAccumulate>
+  static void Tile(Rows a, const Panels& b, const float* panel, float* c,
+                   int64_t ldc, int64_t width) {
+    using Product = Eigen::Matrix<float, MR, kPanel, Eigen::RowMajor>;
+    const Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>> a_tile(
+        a.data, MR, b.k_size, Eigen::OuterStride<>(a.row_stride));
+    for (int q = 0; q < NP; ++q) {
+      const int64_t columns = std::min<int64_t>(width - q * kPanel, kPanel);
+      if (columns <= 0) break;
+      const Product product =
+          a_tile * Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>(
+                       panel + q * b.panel_stride, b.k_size, kPanel,
+                       Eigen::OuterStride<>(b.k_stride));
+      for (int i = 0; i < MR; ++i) {
+        float* out = c + i * ldc + q * kPanel;
+        for (int64_t j = 0; j < columns; ++j) {
+          out[j] = kAccumulate ? out[j] + product(i, j) : product(i, j);
+        }
       }
     }
-    ++a_k;
-    b_k += b.k_stride;
   }
-  if (width >= NP * kPanel) {
+};
+
+#if LSTM_KERAS_X86
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+// The products in registers: MR * NP * 2 accumulators of 8 floats. 6 rows
+// x 16 columns is 12 accumulators, which with the two panel loads and a
+// broadcast fills AVX2's 16 registers.
+struct Avx2Kernel {
+  static constexpr int kTileRows = 6;
+  static constexpr int kTilePanels = 1;
+  static constexpr int kVectorPanels = 4;
+
+  template <int MR, int NP, bool kAccumulate>
+  static void Tile(Rows a, const Panels& b, const float* panel, float* c,
+                   int64_t ldc, int64_t width) {
+    __m256 acc[MR][2 * NP];
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 16
+      for (int q = 0; q < 2 * NP; ++q) acc[i][q] = _mm256_setzero_ps();
+    }
+    const float* a_k = a.data;
+    const float* b_k = panel;
+    for (int64_t k = 0; k < b.k_size; ++k) {
+      __m256 b_vectors[2 * NP];
+#pragma GCC unroll 16
       for (int q = 0; q < 2 * NP; ++q) {
-        float* out = c + i * ldc + q * 8;
-        _mm256_storeu_ps(out, kAccumulate
-                                  ? _mm256_add_ps(_mm256_loadu_ps(out),
-                                                  acc[i][q])
-                                  : acc[i][q]);
+        b_vectors[q] =
+            _mm256_loadu_ps(b_k + (q / 2) * b.panel_stride + (q % 2) * 8);
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const __m256 a_ik = _mm256_broadcast_ss(a_k + i * a.row_stride);
+#pragma GCC unroll 16
+        for (int q = 0; q < 2 * NP; ++q) {
+          acc[i][q] = _mm256_fmadd_ps(a_ik, b_vectors[q], acc[i][q]);
+        }
+      }
+      ++a_k;
+      b_k += b.k_stride;
+    }
+    if (width >= NP * kPanel) {
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 16
+        for (int q = 0; q < 2 * NP; ++q) {
+          float* out = c + i * ldc + q * 8;
+          _mm256_storeu_ps(out, kAccumulate
+                                    ? _mm256_add_ps(_mm256_loadu_ps(out),
+                                                    acc[i][q])
+                                    : acc[i][q]);
+        }
+      }
+    } else {
+      // Partial panel: masked loads and stores keep the accumulators in
+      // registers (indexing them with a runtime column would spill them).
+      const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      __m256i masks[2 * NP];
+#pragma GCC unroll 16
+      for (int q = 0; q < 2 * NP; ++q) {
+        masks[q] = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(static_cast<int>(width - q * 8)), lanes);
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 16
+        for (int q = 0; q < 2 * NP; ++q) {
+          float* out = c + i * ldc + q * 8;
+          _mm256_maskstore_ps(
+              out, masks[q],
+              kAccumulate ? _mm256_add_ps(_mm256_maskload_ps(out, masks[q]),
+                                          acc[i][q])
+                          : acc[i][q]);
+        }
       }
     }
-  } else {
-    // Partial panel: masked loads and stores keep the accumulators in
+  }
+};
+
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+
+// One 16-float vector per panel: MR * NP accumulators. 12 rows x 2 panels
+// is 24, which with the two panel loads and a broadcast leaves AVX-512's 32
+// registers a few spare; each panel load then feeds 12 FMAs instead of
+// AVX2's 6. A single row takes four panels per call, four chains of 16
+// floats: eight streamed at once ran batch-1 inference 10% slower on a
+// Zen 4, whose AVX-512 units are 256 bits wide.
+struct Avx512Kernel {
+  static constexpr int kTileRows = 12;
+  static constexpr int kTilePanels = 2;
+  static constexpr int kVectorPanels = 4;
+
+  template <int MR, int NP, bool kAccumulate>
+  static void Tile(Rows a, const Panels& b, const float* panel, float* c,
+                   int64_t ldc, int64_t width) {
+    __m512 acc[MR][NP];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) acc[i][q] = _mm512_setzero_ps();
+    }
+    const float* a_k = a.data;
+    const float* b_k = panel;
+    for (int64_t k = 0; k < b.k_size; ++k) {
+      __m512 b_vectors[NP];
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) {
+        b_vectors[q] = _mm512_loadu_ps(b_k + q * b.panel_stride);
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const __m512 a_ik = _mm512_set1_ps(a_k[i * a.row_stride]);
+#pragma GCC unroll 16
+        for (int q = 0; q < NP; ++q) {
+          acc[i][q] = _mm512_fmadd_ps(a_ik, b_vectors[q], acc[i][q]);
+        }
+      }
+      ++a_k;
+      b_k += b.k_stride;
+    }
+    // A partial panel's columns by mask: the accumulators stay in
     // registers (indexing them with a runtime column would spill them).
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i masks[2 * NP];
+    __mmask16 masks[NP];
 #pragma GCC unroll 16
-    for (int q = 0; q < 2 * NP; ++q) {
-      masks[q] = _mm256_cmpgt_epi32(
-          _mm256_set1_epi32(static_cast<int>(width - q * 8)), lanes);
+    for (int q = 0; q < NP; ++q) {
+      const int64_t columns = std::clamp<int64_t>(width - q * kPanel, 0, kPanel);
+      masks[q] = static_cast<__mmask16>((1u << columns) - 1u);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 16
-      for (int q = 0; q < 2 * NP; ++q) {
-        float* out = c + i * ldc + q * 8;
-        _mm256_maskstore_ps(
-            out, masks[q],
-            kAccumulate ? _mm256_add_ps(_mm256_maskload_ps(out, masks[q]),
-                                        acc[i][q])
-                        : acc[i][q]);
+      for (int q = 0; q < NP; ++q) {
+        float* out = c + i * ldc + q * kPanel;
+        const __m512 sum =
+            kAccumulate
+                ? _mm512_add_ps(_mm512_maskz_loadu_ps(masks[q], out), acc[i][q])
+                : acc[i][q];
+        _mm512_mask_storeu_ps(out, masks[q], sum);
       }
     }
   }
-}
+};
 
-#else  // No AVX2/FMA: Eigen multiplies each tile, for whatever SIMD the
-       // target has.
+#pragma GCC pop_options
 
-template <int MR, int NP, bool kAccumulate>
-inline void MicroKernel(Rows a, const Panels& b, const float* panel,
-                        float* c, int64_t ldc, int64_t width) {
-  using Tile = Eigen::Matrix<float, MR, kPanel, Eigen::RowMajor>;
-  const Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>> a_tile(
-      a.data, MR, b.k_size, Eigen::OuterStride<>(a.row_stride));
-  for (int q = 0; q < NP; ++q) {
-    const int64_t columns = std::min<int64_t>(width - q * kPanel, kPanel);
-    if (columns <= 0) break;
-    const Tile product =
-        a_tile * Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>(
-                     panel + q * b.panel_stride, b.k_size, kPanel,
-                     Eigen::OuterStride<>(b.k_stride));
-    for (int i = 0; i < MR; ++i) {
-      float* out = c + i * ldc + q * kPanel;
-      for (int64_t j = 0; j < columns; ++j) {
-        out[j] = kAccumulate ? out[j] + product(i, j) : product(i, j);
-      }
-    }
-  }
-}
+#endif  // LSTM_KERAS_X86
 
-#endif  // defined(__AVX2__) && defined(__FMA__)
-
-// MR rows of c against panels [first, last), NP panels per kernel call so
-// that a single row still keeps enough independent FMA chains in flight.
-template <int MR, int NP, bool kAccumulate>
-void PanelRange(Rows a, const Panels& b, int64_t first, int64_t last,
-                float* c, int64_t ldc) {
+// MR rows of c against panels [first, last), NP panels per kernel call.
+template <class Kernel, int MR, int NP, bool kAccumulate>
+inline void PanelRange(Rows a, const Panels& b, int64_t first, int64_t last,
+                       float* c, int64_t ldc) {
   int64_t p = first;
   for (; p + NP <= last; p += NP) {
-    MicroKernel<MR, NP, kAccumulate>(a, b, b.panel(p), c + p * kPanel, ldc,
-                                     b.n_size - p * kPanel);
+    Kernel::template Tile<MR, NP, kAccumulate>(
+        a, b, b.panel(p), c + p * kPanel, ldc, b.n_size - p * kPanel);
   }
   for (; p < last; ++p) {
-    MicroKernel<MR, 1, kAccumulate>(a, b, b.panel(p), c + p * kPanel, ldc,
-                                    b.n_size - p * kPanel);
+    Kernel::template Tile<MR, 1, kAccumulate>(
+        a, b, b.panel(p), c + p * kPanel, ldc, b.n_size - p * kPanel);
   }
+}
+
+// A tile of `height` rows (1 to MR) against panels [first, last): the
+// kernel instantiated for that height.
+template <class Kernel, int MR, bool kAccumulate>
+inline void TileOfHeight(int64_t height, Rows a, const Panels& b,
+                         int64_t first, int64_t last, float* c,
+                         int64_t ldc) {
+  if constexpr (MR > 1) {
+    if (height < MR) {
+      TileOfHeight<Kernel, MR - 1, kAccumulate>(height, a, b, first, last, c,
+                                                ldc);
+      return;
+    }
+  }
+  PanelRange<Kernel, MR, Kernel::kTilePanels, kAccumulate>(a, b, first,
+                                                           last, c, ldc);
 }
 
 // Below this many rows, one row at a time.
 constexpr int64_t kMinGemmRows = 4;
 
-// Rows of a tile: 6 rows x 16 columns is 12 accumulators, which with the
-// two panel loads and a broadcast fills AVX2's 16 registers.
-constexpr int64_t kTileRows = 6;
-
-// c[rows, N] = a[rows, K] @ B (or +=, kAccumulate).
-template <bool kAccumulate>
-void Gemm(Rows a, int64_t rows, const Panels& b, float* c, int64_t ldc) {
+// c[rows, N] = a[rows, K] @ B (or +=, kAccumulate) with `Kernel`.
+template <class Kernel, bool kAccumulate>
+void TiledGemm(Rows a, int64_t rows, const Panels& b, float* c, int64_t ldc) {
   if (rows < kMinGemmRows) {
-    // Matrix-vector products: one row, four panels at a time.
+    // Matrix-vector products: one row at a time.
     for (int64_t r = 0; r < rows; ++r) {
-      PanelRange<1, 4, kAccumulate>(a.Offset(r), b, 0, b.panels(),
-                                    c + r * ldc, ldc);
+      PanelRange<Kernel, 1, Kernel::kVectorPanels, kAccumulate>(
+          a.Offset(r), b, 0, b.panels(), c + r * ldc, ldc);
     }
     return;
   }
-  // Panel-outer, so a panel of B stays in L1 while every row tile uses it.
-  for (int64_t p = 0; p < b.panels(); ++p) {
-    // Tiles of nearly equal height (32 rows: 6,6,5,5,5,5), not 6s and a
-    // thin remainder that would keep too few accumulators busy.
-    const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
+  // Tiles of nearly equal height (32 rows in tiles of at most 6:
+  // 6,6,5,5,5,5), not full tiles and a thin remainder that would keep too
+  // few accumulators busy.
+  const int64_t tiles = (rows + Kernel::kTileRows - 1) / Kernel::kTileRows;
+  // Panel-outer, so a group of panels of B stays in L1 while every row tile
+  // uses it.
+  for (int64_t p = 0; p < b.panels(); p += Kernel::kTilePanels) {
+    const int64_t last = std::min<int64_t>(b.panels(), p + Kernel::kTilePanels);
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t r = rows * tile / tiles;
-      const Rows a_tile = a.Offset(r);
-      float* c_tile = c + r * ldc;
-      switch (rows * (tile + 1) / tiles - r) {
-        case 6:
-          PanelRange<6, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
-          break;
-        case 5:
-          PanelRange<5, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
-          break;
-        case 4:
-          PanelRange<4, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
-          break;
-        case 3:
-          PanelRange<3, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
-          break;
-        case 2:
-          PanelRange<2, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
-          break;
-        default:
-          PanelRange<1, 1, kAccumulate>(a_tile, b, p, p + 1, c_tile, ldc);
-          break;
-      }
+      TileOfHeight<Kernel, Kernel::kTileRows, kAccumulate>(
+          rows * (tile + 1) / tiles - r, a.Offset(r), b, p, last,
+          c + r * ldc, ldc);
     }
+  }
+}
+
+// The instruction sets Gemm can run its products on.
+enum class GemmIsa : int { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+
+inline bool GemmIsaSupported(GemmIsa isa) {
+  switch (isa) {
+    case GemmIsa::kPortable:
+      return true;
+#if LSTM_KERAS_X86
+    case GemmIsa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case GemmIsa::kAvx512:
+      return __builtin_cpu_supports("avx512f");
+#endif
+    default:
+      return false;
+  }
+}
+
+inline GemmIsa BestGemmIsa() {
+  static const GemmIsa best = [] {
+    for (GemmIsa isa : {GemmIsa::kAvx512, GemmIsa::kAvx2}) {
+      if (GemmIsaSupported(isa)) return isa;
+    }
+    return GemmIsa::kPortable;
+  }();
+  return best;
+}
+
+// The kernel SetGemmIsa chose, or -1 for the best the CPU has.
+inline std::atomic<int>& GemmIsaChoice() {
+  static std::atomic<int> choice{-1};
+  return choice;
+}
+
+inline GemmIsa ActiveGemmIsa() {
+  const int choice = GemmIsaChoice().load(std::memory_order_relaxed);
+  return choice < 0 ? BestGemmIsa() : static_cast<GemmIsa>(choice);
+}
+
+// Makes Gemm run on `isa` (-1: the best the CPU has) and returns true, or
+// returns false and changes nothing if the CPU cannot run it.
+inline bool SetGemmIsa(int isa) {
+  if (isa >= 0 && !(isa <= static_cast<int>(GemmIsa::kAvx512) &&
+                    GemmIsaSupported(static_cast<GemmIsa>(isa)))) {
+    return false;
+  }
+  GemmIsaChoice().store(isa < 0 ? -1 : isa, std::memory_order_relaxed);
+  return true;
+}
+
+// c[rows, N] = a[rows, K] @ B (or +=, kAccumulate), on the active kernel.
+template <bool kAccumulate>
+void Gemm(Rows a, int64_t rows, const Panels& b, float* c, int64_t ldc) {
+  switch (ActiveGemmIsa()) {
+#if LSTM_KERAS_X86
+    case GemmIsa::kAvx512:
+      TiledGemm<Avx512Kernel, kAccumulate>(a, rows, b, c, ldc);
+      return;
+    case GemmIsa::kAvx2:
+      TiledGemm<Avx2Kernel, kAccumulate>(a, rows, b, c, ldc);
+      return;
+#endif
+    default:
+      TiledGemm<PortableKernel, kAccumulate>(a, rows, b, c, ldc);
   }
 }
 
