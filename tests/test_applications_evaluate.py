@@ -66,6 +66,23 @@ def test_summary_gives_mean_and_sample_spread():
                    "0.0200", "12"]  # fmt: skip
 
 
+def test_report_puts_each_baseline_under_the_table():
+    summary = evaluation.summarize(
+        "imdb_head", [fake_metrics(0, 0.8, 0.75, 3.0)]
+    )
+    summary["bag_of_words"] = {
+        "l2": 0.1,
+        "validation_accuracy": 0.81,
+        "test_accuracy": 0.79,
+    }
+    lines = evaluation.format_report([summary]).splitlines()
+    assert lines[:-1] == evaluation.format_table([summary]).splitlines()
+    assert lines[-1] == (
+        "imdb_head: bag-of-words logistic regression (L2 0.1, chosen on "
+        "validation): validation 0.8100, test 0.7900"
+    )
+
+
 def test_a_finished_run_is_read_back_not_trained(tmp_path):
     run_dir = tmp_path / "fsdd" / "seed0"
     run_dir.mkdir(parents=True)

@@ -73,36 +73,16 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from lstm_keras.applications import evaluation
-    from lstm_keras.applications import reports
 
-    summaries = []
     try:
-        for name in args.runs:
-            results = evaluation.run_seeds(
-                name, args.data, args.out, args.seeds, verbose=2
-            )
-            summary = evaluation.summarize(name, results)
-            if name in evaluation.BASELINE_RUNS:
-                summary["bag_of_words"] = evaluation.bag_of_words_baseline(
-                    name, args.data, args.out
-                )
-            summaries.append(summary)
+        summaries = evaluation.evaluate(
+            args.runs, args.data, args.out, args.seeds
+        )
     except (ValueError, OSError) as error:
         message = " ".join(str(error).split())
         print(f"training.evaluate: error: {message}", file=sys.stderr)
         return 2
-    print(evaluation.format_table(summaries))
-    for summary in summaries:
-        if "bag_of_words" in summary:
-            baseline = summary["bag_of_words"]
-            print(
-                f"{summary['run']}: bag-of-words logistic regression (L2 "
-                f"{baseline['l2']:g}, chosen on validation): validation "
-                f"{baseline['validation_accuracy']:.4f}, test "
-                f"{baseline['test_accuracy']:.4f}"
-            )
-    reports.write_json(summaries, os.path.join(args.out, "results.json"))
-    evaluation.plot_summaries(summaries, os.path.join(args.out, "accuracy.png"))
+    print(evaluation.format_report(summaries))
     print(f"wrote {args.out}/results.json and accuracy.png")
     return 0
 

@@ -14,10 +14,7 @@ Examples:
         --quantize int8 --representative-data ../shared/data/fsdd/recordings
 """
 
-import os
 import sys
-
-import numpy as np
 
 from training import arguments
 
@@ -133,23 +130,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load(path):
-    """The Keras model in `path`, with errors that name the file."""
-    import keras
-
-    import lstm_keras  # noqa: F401  (registers the serializable classes)
-
-    if not os.path.isfile(path):
-        raise ValueError(f"Model file {path!r} does not exist.")
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as error:
-        raise ValueError(
-            f"Could not load model file {path!r} as a .keras model: "
-            f"{type(error).__name__}: {error}"
-        ) from error
-
-
 def check_args(args):
     """The first user error among the flags, as a message, or `None`."""
     if args.format == "saved_model":
@@ -167,29 +147,6 @@ def check_args(args):
     return None
 
 
-def representative_examples(source, model):
-    """Unbatched inputs of `model` from the training split of `source`."""
-    if source.endswith(".npy"):
-        if not os.path.isfile(source):
-            raise ValueError(
-                f"--representative-data file {source!r} does not exist."
-            )
-        return list(np.load(source))
-    from lstm_keras.applications import SpeechClassifier
-    from lstm_keras.datasets import load_dataset
-
-    if not isinstance(model, SpeechClassifier):
-        raise ValueError(
-            f"--representative-data {source!r}: a dataset source calibrates "
-            "a speech model; for any other model pass a .npy file of "
-            "examples."
-        )
-    splits = load_dataset(source, "speech")
-    return (
-        waveform.numpy() for waveform, _ in splits.train.shuffle(4096, seed=0)
-    )
-
-
 def main(argv=None):
     args = parse_args(argv)
     problem = check_args(args)
@@ -200,7 +157,7 @@ def main(argv=None):
 
     try:
         print(f"loading {args.model} ...", file=sys.stderr, flush=True)
-        model = load(args.model)
+        model = export.load_model_file(args.model)
         print("exporting ...", file=sys.stderr, flush=True)
         if args.format == "saved_model":
             export.export_for_serving(
@@ -213,7 +170,7 @@ def main(argv=None):
         else:
             examples = None
             if args.representative_data is not None:
-                examples = representative_examples(
+                examples = export.representative_examples(
                     args.representative_data, model
                 )
             export.export_litert(

@@ -10,7 +10,6 @@ Examples:
 """
 
 import argparse
-import dataclasses
 import json
 import sys
 
@@ -223,41 +222,17 @@ def config_from_args(args):
     )
 
 
-def resolved_config(config):
-    """The config `--print-config` shows: the run's settings, the model's
-    options (defaults filled in) and how the data decides the rest."""
-    from lstm_keras.applications import DEFAULT_OPTIONS
-    from lstm_keras.applications import presets
-
-    shown = dataclasses.asdict(config)
-    options = {**DEFAULT_OPTIONS[config.app], "seed": config.seed}
-    options.update(config.model_options)
-    preset = presets.PRESETS[config.app]
-    if config.app == "sentiment" and "max_length" not in config.model_options:
-        options["max_length"] = (
-            f"from the training texts: their {preset.length_percentile:g}th "
-            f"percentile token count, at most {preset.max_length_cap}"
-        )
-    shown["model_options"] = options
-    if config.epochs is None:
-        shown["epochs"] = preset.epochs
-        if preset.min_steps:
-            shown["epochs"] = (
-                f"{preset.epochs}, or more to make {preset.min_steps} steps"
-            )
-    return shown
-
-
 def main(argv=None):
     args = parse_args(argv)
     try:
         config = config_from_args(args)
-        if args.print_config:
-            print(json.dumps(resolved_config(config), indent=2))
-            return 0
-        from lstm_keras.applications.runner import train_and_evaluate
+        from lstm_keras.applications import runner
 
-        metrics = train_and_evaluate(config, args.out)
+        if args.print_config:
+            print(json.dumps(runner.describe_config(config), indent=2))
+            return 0
+
+        metrics = runner.train_and_evaluate(config, args.out)
     except (ValueError, TypeError, OSError) as error:
         # A user's mistake (a missing folder, a bad value): one line.
         message = " ".join(str(error).split())

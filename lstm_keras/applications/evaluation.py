@@ -151,6 +151,52 @@ def summarize(name, results):
     return summary
 
 
+def evaluate(names, data_root, out, seeds, verbose=2):
+    """`make eval`'s runs, each over `seeds`, summarized.
+
+    Each run of `names` trains with `lstm-keras-train`'s defaults once per
+    seed; a run in `BASELINE_RUNS` also gets its bag-of-words baseline.
+    Writes `out/results.json` and `out/accuracy.png`.
+
+    Args:
+        names: Run names, keys of `RUNS`.
+        data_root: The folder holding the datasets.
+        out: The output folder; each seed's run is in `out/NAME/seedS/`.
+        seeds: The seeds, e.g. `(0, 1, 2)`.
+        verbose: Keras's `fit` verbosity. Defaults to 2.
+
+    Returns:
+        The summaries, one per run (`summarize`'s).
+    """
+    summaries = []
+    for name in names:
+        results = run_seeds(name, data_root, out, seeds, verbose=verbose)
+        summary = summarize(name, results)
+        if name in BASELINE_RUNS:
+            summary["bag_of_words"] = bag_of_words_baseline(
+                name, data_root, out
+            )
+        summaries.append(summary)
+    reports.write_json(summaries, os.path.join(out, "results.json"))
+    plot_summaries(summaries, os.path.join(out, "accuracy.png"))
+    return summaries
+
+
+def format_report(summaries):
+    """`format_table` of the summaries, then each run's baseline line."""
+    lines = [format_table(summaries)]
+    for summary in summaries:
+        baseline = summary.get("bag_of_words")
+        if baseline:
+            lines.append(
+                f"{summary['run']}: bag-of-words logistic regression (L2 "
+                f"{baseline['l2']:g}, chosen on validation): validation "
+                f"{baseline['validation_accuracy']:.4f}, test "
+                f"{baseline['test_accuracy']:.4f}"
+            )
+    return "\n".join(lines)
+
+
 def _shared_config(results):
     config = dict(results[0]["config"])
     config.pop("seed", None)

@@ -177,6 +177,38 @@ def epochs_of(config, steps_per_epoch):
     return presets.epochs_for(presets.PRESETS[config.app], steps_per_epoch)
 
 
+def describe_config(config):
+    """What `lstm-keras-train --print-config` shows of `config`.
+
+    Args:
+        config: A `TrainConfig`.
+
+    Returns:
+        A JSON-ready dict: the run's settings, the model's options with
+        the application's defaults filled in, and, where the data decides
+        (the text length, the epochs of a small corpus), how.
+    """
+    from lstm_keras.applications import DEFAULT_OPTIONS
+
+    shown = dataclasses.asdict(config)
+    options = {**DEFAULT_OPTIONS[config.app], "seed": config.seed}
+    options.update(config.model_options)
+    preset = presets.PRESETS[config.app]
+    if config.app == "sentiment" and "max_length" not in config.model_options:
+        options["max_length"] = (
+            f"from the training texts: their {preset.length_percentile:g}th "
+            f"percentile token count, at most {preset.max_length_cap}"
+        )
+    shown["model_options"] = options
+    if config.epochs is None:
+        shown["epochs"] = preset.epochs
+        if preset.min_steps:
+            shown["epochs"] = (
+                f"{preset.epochs}, or more to make {preset.min_steps} steps"
+            )
+    return shown
+
+
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(

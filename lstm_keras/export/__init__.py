@@ -10,6 +10,8 @@
 - `export_litert(model, path)`: a LiteRT (TensorFlow Lite) file for
   devices, LSTMs as TFLite's fused kernel, optionally quantized; see
   `lstm_keras.export.litert`.
+- `load_model_file`, `representative_examples`: what `lstm-keras-export`
+  reads; see `lstm_keras.export.model_files`.
 """
 
 from lstm_keras.export.graph import FORBIDDEN_OP_PREFIXES
@@ -22,6 +24,8 @@ from lstm_keras.export.graph import state_writes
 from lstm_keras.export.litert import export_litert
 from lstm_keras.export.litert import litert_ops
 from lstm_keras.export.litert import sentiment_inputs
+from lstm_keras.export.model_files import load_model_file
+from lstm_keras.export.model_files import representative_examples
 from lstm_keras.export.saved_model import export_for_serving
 from lstm_keras.export.saved_model import write_saved_model
 from lstm_keras.export.signatures import METADATA_SIGNATURE
@@ -38,8 +42,10 @@ __all__ = [
     "export_litert",
     "graph_ops",
     "litert_ops",
+    "load_model_file",
     "nonstandard_ops",
     "read_warmup_requests",
+    "representative_examples",
     "sentiment_inputs",
     "state_writes",
     "write_saved_model",

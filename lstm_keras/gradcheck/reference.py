@@ -509,16 +509,9 @@ def reference_backward(
         "z": np.zeros((batch, timesteps, 4 * units)),
     }
 
-    def _gradient(name, value, shape):
-        if value is None:
-            return np.zeros(shape)
-        value = np.asarray(value, dtype=np.float64)
-        _check_shape(name, value, shape)
-        return value
-
-    d_outputs = _gradient("d_outputs", d_outputs, (batch, timesteps, r_units))
-    delta_h = _gradient("d_h_T", d_h_T, (batch, r_units)).copy()
-    delta_c = _gradient("d_c_T", d_c_T, (batch, units)).copy()
+    d_outputs = _upstream("d_outputs", d_outputs, (batch, timesteps, r_units))
+    delta_h = _upstream("d_h_T", d_h_T, (batch, r_units)).copy()
+    delta_c = _upstream("d_c_T", d_c_T, (batch, units)).copy()
 
     d_x = np.zeros_like(x_dropped)
     d_kernel = np.zeros_like(kernel)
@@ -538,74 +531,19 @@ def reference_backward(
         # cell's result was discarded and gets no gradient at all.
         delta_h_t = np.where(keep, delta_out + delta_h, 0.0)
         delta_c_t = np.where(keep, delta_c, 0.0)
-
-        input_gate = step["input_gate"]
-        forget_gate = step["forget_gate"]
-        candidate = step["candidate"]
-        output_gate = step["output_gate"]
-        tanh_c = step["tanh_c"]
         deltas["h"][:, t] = delta_h_t
 
-        # m_t = o * tanh(c_out) is h_t itself unless it is projected.
-        delta_m = delta_h_t
-        if projection_kernel is not None:
-            d_variant["projection_kernel"] += step["unprojected"].T @ delta_h_t
-            delta_m = delta_h_t @ projection_kernel.T
-        # c_t feeds h_t through tanh (and the cell norm), on top of what
-        # t + 1 sent back (that already carries its factor f_{t+1}: see
-        # delta_c_prev below).
-        delta_c_out = delta_m * output_gate * _dtanh(tanh_c)
-        if cache["layer_norm"]:
-            d_variant["cell_norm_gamma"] += (delta_c_out * step["c_hat"]).sum(0)
-            d_variant["cell_norm_beta"] += delta_c_out.sum(axis=0)
-            delta_c_out = _normalize_backward(
-                delta_c_out * variant["cell_norm_gamma"],
-                step["c_hat"],
-                step["c_inv_std"],
-                1,
-            )
-        delta_z_o = delta_m * tanh_c * _dsigmoid(output_gate)
-        delta_c_t = delta_c_t + delta_c_out
-        if cache["peepholes"]:
-            # The output gate saw c_t through its peephole.
-            delta_c_t = delta_c_t + delta_z_o * variant["output_peephole"]
-            d_variant["output_peephole"] += (delta_z_o * step["c"]).sum(0)
+        delta_c_t, delta_z_o = _backward_cell_output(
+            cache, step, delta_h_t, delta_c_t, d_variant
+        )
         deltas["c"][:, t] = delta_c_t
-        delta_input_gate = delta_c_t * candidate
-        delta_forget_gate = delta_c_t * step["c_prev"]
-        delta_candidate = delta_c_t * input_gate
-        delta_z = np.concatenate(
-            [
-                delta_input_gate * _dsigmoid(input_gate),
-                delta_forget_gate * _dsigmoid(forget_gate),
-                delta_candidate * _dtanh(candidate),
-                delta_z_o,
-            ],
-            axis=-1,
+        delta_z, delta_c_prev = _backward_gates(
+            cache, step, delta_c_t, delta_z_o, d_variant
         )
         deltas["z"][:, t] = delta_z
-        delta_z_i, delta_z_f = delta_z[:, :units], delta_z[:, units : 2 * units]
-        delta_c_prev = delta_c_t * forget_gate
-        if cache["peepholes"]:
-            d_variant["input_peephole"] += (delta_z_i * step["c_prev"]).sum(0)
-            d_variant["forget_peephole"] += (delta_z_f * step["c_prev"]).sum(0)
-            delta_c_prev = (
-                delta_c_prev
-                + delta_z_i * variant["input_peephole"]
-                + delta_z_f * variant["forget_peephole"]
-            )
-
         d_bias += delta_z.sum(axis=0)
         # delta_a: the gradient of x_t W + h_in U, before any normalization.
-        delta_a = delta_z
-        if cache["layer_norm"]:
-            d_variant["gate_norm_gamma"] += (delta_z * step["gates_hat"]).sum(0)
-            delta_a = _normalize_backward(
-                delta_z * variant["gate_norm_gamma"],
-                step["gates_hat"],
-                step["gates_inv_std"],
-                4,
-            )
+        delta_a = _backward_gate_norm(cache, step, delta_z, d_variant)
         d_kernel += x_dropped[:, t].T @ delta_a
         # The recurrent weights saw the dropped-out h_prev, not h_prev.
         d_recurrent_kernel += step["h_in"].T @ delta_a
@@ -644,3 +582,101 @@ def reference_backward(
     if return_deltas:
         return gradients, deltas
     return gradients
+
+
+def _upstream(name, value, shape):
+    """A gradient given to `reference_backward`, as float64; zeros if None."""
+    if value is None:
+        return np.zeros(shape)
+    value = np.asarray(value, dtype=np.float64)
+    _check_shape(name, value, shape)
+    return value
+
+
+def _backward_cell_output(cache, step, delta_h_t, delta_c_t, d_variant):
+    """From `delta_h_t` back through `h_t = o * tanh(c_t)` (and the variants'
+    projection, cell normalization and output peephole).
+
+    Returns `(delta_c_t, delta_z_o)`: the total gradient reaching `c_t` and
+    the output gate's pre-activation gradient. Adds to `d_variant`.
+    """
+    variant = cache["variant"]
+    projection_kernel = cache["projection_kernel"]
+    output_gate = step["output_gate"]
+    tanh_c = step["tanh_c"]
+    # m_t = o * tanh(c_out) is h_t itself unless it is projected.
+    delta_m = delta_h_t
+    if projection_kernel is not None:
+        d_variant["projection_kernel"] += step["unprojected"].T @ delta_h_t
+        delta_m = delta_h_t @ projection_kernel.T
+    # c_t feeds h_t through tanh (and the cell norm), on top of what t + 1
+    # sent back (that already carries its factor f_{t+1}: see
+    # `_backward_gates`'s delta_c_prev).
+    delta_c_out = delta_m * output_gate * _dtanh(tanh_c)
+    if cache["layer_norm"]:
+        d_variant["cell_norm_gamma"] += (delta_c_out * step["c_hat"]).sum(0)
+        d_variant["cell_norm_beta"] += delta_c_out.sum(axis=0)
+        delta_c_out = _normalize_backward(
+            delta_c_out * variant["cell_norm_gamma"],
+            step["c_hat"],
+            step["c_inv_std"],
+            1,
+        )
+    delta_z_o = delta_m * tanh_c * _dsigmoid(output_gate)
+    delta_c_t = delta_c_t + delta_c_out
+    if cache["peepholes"]:
+        # The output gate saw c_t through its peephole.
+        delta_c_t = delta_c_t + delta_z_o * variant["output_peephole"]
+        d_variant["output_peephole"] += (delta_z_o * step["c"]).sum(0)
+    return delta_c_t, delta_z_o
+
+
+def _backward_gates(cache, step, delta_c_t, delta_z_o, d_variant):
+    """From `delta_c_t` back through `c_t = f * c_{t-1} + i * g`.
+
+    Returns `(delta_z, delta_c_prev)`: the gates' pre-activation gradients
+    `(batch, 4 * units)` in Keras's gate order, and the gradient reaching
+    `c_{t-1}` through this step (the forget gate, and the input and forget
+    peepholes). Adds to `d_variant`.
+    """
+    variant = cache["variant"]
+    units = delta_c_t.shape[-1]
+    input_gate = step["input_gate"]
+    forget_gate = step["forget_gate"]
+    candidate = step["candidate"]
+    delta_z = np.concatenate(
+        [
+            delta_c_t * candidate * _dsigmoid(input_gate),
+            delta_c_t * step["c_prev"] * _dsigmoid(forget_gate),
+            delta_c_t * input_gate * _dtanh(candidate),
+            delta_z_o,
+        ],
+        axis=-1,
+    )
+    delta_z_i, delta_z_f = delta_z[:, :units], delta_z[:, units : 2 * units]
+    delta_c_prev = delta_c_t * forget_gate
+    if cache["peepholes"]:
+        d_variant["input_peephole"] += (delta_z_i * step["c_prev"]).sum(0)
+        d_variant["forget_peephole"] += (delta_z_f * step["c_prev"]).sum(0)
+        delta_c_prev = (
+            delta_c_prev
+            + delta_z_i * variant["input_peephole"]
+            + delta_z_f * variant["forget_peephole"]
+        )
+    return delta_z, delta_c_prev
+
+
+def _backward_gate_norm(cache, step, delta_z, d_variant):
+    """From the gates' pre-activations back to `x_t W + h_in U`: through the
+    gate normalization where there is one (adding to `d_variant`), else
+    `delta_z` itself."""
+    if not cache["layer_norm"]:
+        return delta_z
+    variant = cache["variant"]
+    d_variant["gate_norm_gamma"] += (delta_z * step["gates_hat"]).sum(0)
+    return _normalize_backward(
+        delta_z * variant["gate_norm_gamma"],
+        step["gates_hat"],
+        step["gates_inv_std"],
+        4,
+    )
