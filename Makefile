@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Core tests that also run on the JAX and torch backends.
 CORE_TESTS := tests/test_lstm_layer.py tests/test_lstm_behaviour.py tests/test_gradcheck.py \
 	tests/test_dispatch.py tests/test_docs.py tests/test_variants.py tests/test_diagnostics.py \
-	tests/test_cudnn.py tests/test_public_layers.py
+	tests/test_cudnn.py
 
 .PHONY: demo demo-adding export tune test test-tensorflow test-jax test-torch eval sweep bench \
 	bench-quick ops lint gradcheck clean

@@ -601,24 +601,14 @@ def test_x86_micro_kernels_give_identical_results(kernels, rng):
         np.testing.assert_array_equal(got, expected)
 
 
-def test_gemm_isa_from_the_environment(tmp_path):
-    # LSTM_KERAS_GEMM_ISA is read when the ops load, in a fresh process.
-    import subprocess
-    import sys
-
-    script = (
-        "from lstm_keras.backends.tensorflow import build\n"
-        "assert build.load_kernels() is not None\n"
-        "print(build.gemm_isa())\n"
-    )
-    env = dict(os.environ, LSTM_KERAS_GEMM_ISA="portable")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "portable"
+def test_gemm_isa_from_the_environment(kernels, monkeypatch):
+    # load_kernels applies LSTM_KERAS_GEMM_ISA when it loads the ops.
+    monkeypatch.setenv("LSTM_KERAS_GEMM_ISA", "portable")
+    try:
+        build.gemm_isa_from_environment()
+        assert build.gemm_isa() == "portable"
+        monkeypatch.setenv("LSTM_KERAS_GEMM_ISA", "avx")
+        with pytest.raises(ValueError, match="LSTM_KERAS_GEMM_ISA.*'avx'"):
+            build.gemm_isa_from_environment()
+    finally:
+        build.set_gemm_isa(None)

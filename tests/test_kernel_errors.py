@@ -192,7 +192,15 @@ def test_shape_function_names_the_input_and_both_sizes(
         tf.function(lambda: op(kernels, bad))()
 
 
-@pytest.mark.parametrize("op, inputs, case", OPS)
+# The kernels' own checks are the eager test's; one case of each op shows
+# that they also catch what a shape function could not see.
+FIRST_OF_EACH_OP = [
+    OPS[0],
+    next(p for p in OPS if p.values[0] is not OPS[0].values[0]),
+]
+
+
+@pytest.mark.parametrize("op, inputs, case", FIRST_OF_EACH_OP)
 def test_kernel_checks_what_the_shape_function_could_not(
     kernels, op, inputs, case
 ):

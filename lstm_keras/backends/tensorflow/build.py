@@ -186,9 +186,7 @@ def load_kernels():
             stacklevel=2,
         )
         return None
-    requested = os.environ.get("LSTM_KERAS_GEMM_ISA")
-    if requested:
-        set_gemm_isa(requested)
+    gemm_isa_from_environment()
     return kernels
 
 
@@ -220,6 +218,13 @@ def supported_gemm_isas():
 def gemm_isa():
     """The micro-kernel the ops' products run on now, one of `GEMM_ISAS`."""
     return GEMM_ISAS[_library().lstm_keras_gemm_isa()]
+
+
+def gemm_isa_from_environment():
+    """Applies `LSTM_KERAS_GEMM_ISA`, if set, with `set_gemm_isa`."""
+    requested = os.environ.get("LSTM_KERAS_GEMM_ISA")
+    if requested:
+        set_gemm_isa(requested)
 
 
 def set_gemm_isa(name):
