@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "Eigen/Core"
@@ -170,6 +171,60 @@ REGISTER_OP("LstmKerasSequence")
     .Attr("save_for_backward: bool = true")
     .SetShapeFn(SequenceShape);
 
+// The inputs both ops take, read by name and checked: x gives batch_size,
+// timesteps and input_dim, recurrent_kernel units; the others are checked
+// against them.
+struct SharedInputs {
+  const Tensor *x, *kernel, *recurrent_kernel, *c0, *mask, *recurrent_mask;
+  int64_t batch, time, input_dim, units, gates;
+  bool has_mask, has_dropout;
+};
+
+absl::Status ReadSharedInputs(OpKernelContext* context, SharedInputs* in) {
+  for (const auto& [name, tensor] :
+       {std::pair<const char*, const Tensor**>{"x", &in->x},
+        {"kernel", &in->kernel},
+        {"recurrent_kernel", &in->recurrent_kernel},
+        {"c0", &in->c0},
+        {"mask", &in->mask},
+        {"recurrent_mask", &in->recurrent_mask}}) {
+    TF_RETURN_IF_ERROR(context->input(name, tensor));
+  }
+  TF_RETURN_IF_ERROR(CheckShape("x", *in->x,
+                                {{"batch_size", kAnySize},
+                                 {"timesteps", kAnySize},
+                                 {"input_dim", kAnySize}}));
+  in->batch = in->x->dim_size(0);
+  in->time = in->x->dim_size(1);
+  in->input_dim = in->x->dim_size(2);
+  TF_RETURN_IF_ERROR(
+      CheckShape("recurrent_kernel", *in->recurrent_kernel,
+                 {{"units", kAnySize}, {"4 * units", kAnySize}}));
+  in->units = in->recurrent_kernel->dim_size(0);
+  in->gates = 4 * in->units;
+  TF_RETURN_IF_ERROR(
+      CheckShape("recurrent_kernel", *in->recurrent_kernel,
+                 {{"units", in->units}, {"4 * units", in->gates}}));
+  TF_RETURN_IF_ERROR(CheckShape("kernel", *in->kernel,
+                                {{"input_dim", in->input_dim},
+                                 {"4 * units", in->gates}}));
+  TF_RETURN_IF_ERROR(CheckShape("c0", *in->c0, {{"batch_size", in->batch},
+                                                {"units", in->units}}));
+  in->has_mask = in->mask->NumElements() > 0;
+  if (in->has_mask) {
+    TF_RETURN_IF_ERROR(CheckShape("mask", *in->mask,
+                                  {{"batch_size", in->batch},
+                                   {"timesteps", in->time}}));
+  }
+  in->has_dropout = in->recurrent_mask->NumElements() > 0;
+  if (in->has_dropout) {
+    TF_RETURN_IF_ERROR(CheckShape("recurrent_mask", *in->recurrent_mask,
+                                  {{"batch_size", in->batch},
+                                   {"units", in->units}}));
+  }
+  return absl::OkStatus();
+}
+
 class LstmKerasSequenceOp : public OpKernel {
  public:
   explicit LstmKerasSequenceOp(OpKernelConstruction* context)
@@ -183,55 +238,20 @@ class LstmKerasSequenceOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* context) override {
-    const Tensor *x, *kernel, *bias, *recurrent_kernel, *h0, *c0, *mask,
-        *recurrent_mask;
-    OP_REQUIRES_OK(context, context->input("x", &x));
-    OP_REQUIRES_OK(context, context->input("kernel", &kernel));
+    SharedInputs in;
+    OP_REQUIRES_OK(context, ReadSharedInputs(context, &in));
+    const Tensor *bias, *h0;
     OP_REQUIRES_OK(context, context->input("bias", &bias));
-    OP_REQUIRES_OK(context,
-                   context->input("recurrent_kernel", &recurrent_kernel));
     OP_REQUIRES_OK(context, context->input("h0", &h0));
-    OP_REQUIRES_OK(context, context->input("c0", &c0));
-    OP_REQUIRES_OK(context, context->input("mask", &mask));
-    OP_REQUIRES_OK(context, context->input("recurrent_mask", &recurrent_mask));
-
-    // x gives batch_size, timesteps and input_dim, recurrent_kernel units;
-    // every other input is checked against them.
-    OP_REQUIRES_OK(context, CheckShape("x", *x,
-                                       {{"batch_size", kAnySize},
-                                        {"timesteps", kAnySize},
-                                        {"input_dim", kAnySize}}));
-    const int64_t batch = x->dim_size(0);
-    const int64_t time = x->dim_size(1);
-    const int64_t input_dim = x->dim_size(2);
-    OP_REQUIRES_OK(context,
-                   CheckShape("recurrent_kernel", *recurrent_kernel,
-                              {{"units", kAnySize}, {"4 * units", kAnySize}}));
-    const int64_t units = recurrent_kernel->dim_size(0);
-    const int64_t gates = 4 * units;
-    OP_REQUIRES_OK(context,
-                   CheckShape("recurrent_kernel", *recurrent_kernel,
-                              {{"units", units}, {"4 * units", gates}}));
-    OP_REQUIRES_OK(context, CheckShape("kernel", *kernel,
-                                       {{"input_dim", input_dim},
-                                        {"4 * units", gates}}));
+    const Tensor *x = in.x, *kernel = in.kernel,
+                 *recurrent_kernel = in.recurrent_kernel, *c0 = in.c0,
+                 *mask = in.mask, *recurrent_mask = in.recurrent_mask;
+    const int64_t batch = in.batch, time = in.time, input_dim = in.input_dim,
+                  units = in.units, gates = in.gates;
+    const bool has_mask = in.has_mask, has_dropout = in.has_dropout;
     OP_REQUIRES_OK(context, CheckShape("bias", *bias, {{"4 * units", gates}}));
     OP_REQUIRES_OK(context, CheckShape("h0", *h0, {{"batch_size", batch},
                                                    {"units", units}}));
-    OP_REQUIRES_OK(context, CheckShape("c0", *c0, {{"batch_size", batch},
-                                                   {"units", units}}));
-    const bool has_mask = mask->NumElements() > 0;
-    if (has_mask) {
-      OP_REQUIRES_OK(context, CheckShape("mask", *mask,
-                                         {{"batch_size", batch},
-                                          {"timesteps", time}}));
-    }
-    const bool has_dropout = recurrent_mask->NumElements() > 0;
-    if (has_dropout) {
-      OP_REQUIRES_OK(context, CheckShape("recurrent_mask", *recurrent_mask,
-                                         {{"batch_size", batch},
-                                          {"units", units}}));
-    }
 
     const int64_t out_time = return_sequences_ ? time : 1;
     const int64_t saved_time = save_ ? time : 0;
@@ -471,55 +491,22 @@ class LstmKerasSequenceGradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* context) override {
-    const Tensor *x, *kernel, *recurrent_kernel, *c0, *mask, *recurrent_mask,
-        *h_prev_seq, *c_seq, *gate_seq, *d_outputs, *d_h_last, *d_c_last;
-    OP_REQUIRES_OK(context, context->input("x", &x));
-    OP_REQUIRES_OK(context, context->input("kernel", &kernel));
-    OP_REQUIRES_OK(context,
-                   context->input("recurrent_kernel", &recurrent_kernel));
-    OP_REQUIRES_OK(context, context->input("c0", &c0));
-    OP_REQUIRES_OK(context, context->input("mask", &mask));
-    OP_REQUIRES_OK(context, context->input("recurrent_mask", &recurrent_mask));
+    SharedInputs in;
+    OP_REQUIRES_OK(context, ReadSharedInputs(context, &in));
+    const Tensor *h_prev_seq, *c_seq, *gate_seq, *d_outputs, *d_h_last,
+        *d_c_last;
     OP_REQUIRES_OK(context, context->input("h_prev_seq", &h_prev_seq));
     OP_REQUIRES_OK(context, context->input("c_seq", &c_seq));
     OP_REQUIRES_OK(context, context->input("gates", &gate_seq));
     OP_REQUIRES_OK(context, context->input("d_outputs", &d_outputs));
     OP_REQUIRES_OK(context, context->input("d_h_last", &d_h_last));
     OP_REQUIRES_OK(context, context->input("d_c_last", &d_c_last));
-
-    // As in LstmKerasSequence: x and recurrent_kernel give the sizes.
-    OP_REQUIRES_OK(context, CheckShape("x", *x,
-                                       {{"batch_size", kAnySize},
-                                        {"timesteps", kAnySize},
-                                        {"input_dim", kAnySize}}));
-    const int64_t batch = x->dim_size(0);
-    const int64_t time = x->dim_size(1);
-    const int64_t input_dim = x->dim_size(2);
-    OP_REQUIRES_OK(context,
-                   CheckShape("recurrent_kernel", *recurrent_kernel,
-                              {{"units", kAnySize}, {"4 * units", kAnySize}}));
-    const int64_t units = recurrent_kernel->dim_size(0);
-    const int64_t gates = 4 * units;
-    OP_REQUIRES_OK(context,
-                   CheckShape("recurrent_kernel", *recurrent_kernel,
-                              {{"units", units}, {"4 * units", gates}}));
-    OP_REQUIRES_OK(context, CheckShape("kernel", *kernel,
-                                       {{"input_dim", input_dim},
-                                        {"4 * units", gates}}));
-    OP_REQUIRES_OK(context, CheckShape("c0", *c0, {{"batch_size", batch},
-                                                   {"units", units}}));
-    const bool has_mask = mask->NumElements() > 0;
-    if (has_mask) {
-      OP_REQUIRES_OK(context, CheckShape("mask", *mask,
-                                         {{"batch_size", batch},
-                                          {"timesteps", time}}));
-    }
-    const bool has_dropout = recurrent_mask->NumElements() > 0;
-    if (has_dropout) {
-      OP_REQUIRES_OK(context, CheckShape("recurrent_mask", *recurrent_mask,
-                                         {{"batch_size", batch},
-                                          {"units", units}}));
-    }
+    const Tensor *x = in.x, *kernel = in.kernel,
+                 *recurrent_kernel = in.recurrent_kernel, *c0 = in.c0,
+                 *mask = in.mask, *recurrent_mask = in.recurrent_mask;
+    const int64_t batch = in.batch, time = in.time, input_dim = in.input_dim,
+                  units = in.units, gates = in.gates;
+    const bool has_mask = in.has_mask, has_dropout = in.has_dropout;
     OP_REQUIRES_OK(context, CheckShape("h_prev_seq", *h_prev_seq,
                                        {{"batch_size", batch},
                                         {"timesteps", time},
