@@ -75,7 +75,7 @@ torch: `torch._VF.lstm`):
   (`lstm_keras.backends.tensorflow.export_context.exporting()`: inside
   `lstm_keras.export`, `keras.export.ExportArchive.write_out` and so
   `model.export()`, and `tf.saved_model.save`), where the two paths above
-  decline: stock TensorFlow kernels (`BlockLSTMV2` for small batches,
+  decline: stock TensorFlow kernels (`BlockLSTM` for small batches,
   packed loops for right-padded ones, a masked `tf.while_loop`
   otherwise), so that exported graphs hold neither a
   custom op nor a `CudnnRNN` op and serve on any TensorFlow, TF Serving

@@ -35,7 +35,7 @@ def standard_lstm_mismatch(
         require_bias: Whether the kernel needs `use_bias=True` (cuDNN's
             condition in Keras). Defaults to `False`.
         allow_peepholes: Whether the kernel computes the peephole variant
-            (TensorFlow's `BlockLSTMV2` does). Defaults to `False`.
+            (TensorFlow's `BlockLSTM` does). Defaults to `False`.
         allow_unroll: Whether `unroll=True` may run it (a kernel that runs
             a traced graph only, where unrolling changes nothing). Defaults
             to `False`.

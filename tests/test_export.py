@@ -241,7 +241,7 @@ def test_graph_is_standard_and_stateless(exported):
         assert export.nonstandard_ops(path) == set()
         ops = export.graph_ops(path, "serving_default")
         # The stock LSTM paths (TensorFlow's fused kernel, a loop) are in it.
-        assert {"BlockLSTMV2", "MatMul", "Sigmoid", "Tanh"} <= ops
+        assert {"BlockLSTM", "MatMul", "Sigmoid", "Tanh"} <= ops
         assert ops & {"While", "StatelessWhile"}
         assert export.state_writes(path) == set()
         # Restoring variables writes them, outside the signature.

@@ -36,7 +36,8 @@ def masks(batch, rng):
 
 
 def traced_for_export(layer, with_mask, with_state):
-    """`layer`'s call traced as an export traces it, batch and time unknown."""
+    """`layer`'s call traced as `model.export()` traces it (batch and time
+    unknown), reading `W` and `U` from the stacked kernel."""
     specs = [tf.TensorSpec([None, None, FEATURES], tf.float32)]
     if with_mask:
         specs.append(tf.TensorSpec([None, None], tf.bool))
@@ -48,7 +49,7 @@ def traced_for_export(layer, with_mask, with_state):
         mask = rest.pop(0) if with_mask else None
         return layer(x, mask=mask, initial_state=rest or None)
 
-    with export_context.export_tracing():
+    with export_context.export_archive_tracing():
         return tf.function(call, input_signature=specs).get_concrete_function()
 
 
@@ -127,6 +128,57 @@ def test_exported_path_matches_generic_path(config, batch, rng):
 @pytest.mark.parametrize(
     "config",
     [
+        dict(return_sequences=True),
+        dict(go_backwards=True, use_peepholes=True, return_state=True),
+    ],
+    ids=lambda c: "-".join(c) or "default",
+)
+@pytest.mark.parametrize("batch", [3, 9])
+def test_exported_path_gradients_match_generic_path(config, batch, rng):
+    """What a reload fine-tuned through `TFSMLayer` trains on: every branch
+    (BlockLSTM at 3 rows, the packed loops at 9) against the generic
+    path's gradients, right-padded rows and initial states included."""
+    x = rng.normal(size=(batch, TIMESTEPS, FEATURES)).astype("float32")
+    layer = built_layer(config, x, rng)
+    h0, c0 = rng.normal(size=(2, batch, UNITS)).astype("float32")
+    mask = masks(batch, rng)["right"]
+    served = traced_for_export(layer, True, True)
+    # The export's stacked kernel stands in for W and U in the served
+    # graph: their gradients are its own, stacked.
+    stacked = serving.stacked_kernel(layer.cell)
+    others = [w for w in layer.trainable_weights if "kernel" not in w.path]
+    inputs = [tf.constant(t) for t in (x, h0, c0)]
+
+    def gradients(call, weights):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            results = tf.nest.flatten(call())
+            loss = sum(
+                tf.reduce_sum(r * np.linspace(-1, 2, r.shape[-1]))
+                for r in results
+            )
+        return [
+            tf.convert_to_tensor(g)
+            for g in tape.gradient(loss, inputs + weights)
+        ]
+
+    got = gradients(lambda: served(inputs[0], mask, *inputs[1:]), [stacked])
+    with dispatch.fast_paths_disabled():
+        expected = gradients(
+            lambda: layer(inputs[0], mask=mask, initial_state=inputs[1:]),
+            [layer.cell.kernel, layer.cell.recurrent_kernel] + others,
+        )
+    expected[3:5] = [as_stacked(*expected[3:5])]
+    got_others = gradients(lambda: served(inputs[0], mask, *inputs[1:]), others)
+    got += got_others[3:]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
         dict(),
         dict(return_sequences=True),
         dict(go_backwards=True, return_sequences=True),
@@ -192,8 +244,8 @@ def test_exported_graph_holds_both_stock_paths(rng):
     layer = lstm_keras.LSTM(UNITS)
     layer(np.zeros((1, TIMESTEPS, FEATURES), "float32"))
     ops = function_ops(traced_for_export(layer, True, False))
-    assert {"BlockLSTMV2", "While", "If"} <= ops or {
-        "BlockLSTMV2",
+    assert {"BlockLSTM", "While", "If"} <= ops or {
+        "BlockLSTM",
         "StatelessWhile",
     } <= ops
     assert not any(op.startswith(("LstmKeras", "CudnnRNN")) for op in ops)
@@ -294,8 +346,89 @@ def test_every_exporter_writes_stock_ops_while_fit_keeps_the_fast_path(
     path = str(tmp_path / "exported")
     _exported_with(exporter, model, path)
     assert export.nonstandard_ops(path) == set()
-    assert "BlockLSTMV2" in export.graph_ops(path)
+    assert "BlockLSTM" in export.graph_ops(path)
     loaded = tf.saved_model.load(path)
     signature = next(iter(loaded.signatures.values()))
     got = next(iter(signature(tf.constant(x)).values()))
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def as_stacked(kernel, recurrent_kernel):
+    """`[W; U]` with its gate columns as the stacked kernel holds them."""
+    joined = np.concatenate([kernel, recurrent_kernel])
+    columns = serving._gate_columns(
+        joined.shape[1] // 4, serving.KERAS_GATES, serving.BLOCK_GATES
+    )
+    return joined[:, columns.numpy()]
+
+
+def _stacked_by_cell(model, variables):
+    """`{cell: variable}`, matching each stacked kernel to its cell's value."""
+    cells = [
+        layer.cell
+        for layer in model._flatten_layers()
+        if isinstance(layer, lstm_keras.LSTM)
+    ]
+    found = {}
+    for cell in cells:
+        joined = as_stacked(cell.kernel.numpy(), cell.recurrent_kernel)
+        (match,) = [
+            v
+            for v in variables
+            if v.shape == joined.shape and np.array_equal(v.numpy(), joined)
+        ]
+        found[cell] = match
+    return found
+
+
+def test_a_reloaded_export_reads_and_trains_the_stacked_kernels(tmp_path, rng):
+    model = _user_model()
+    lengths = [TIMESTEPS, 2, 5, 1, TIMESTEPS, 3, 6, 4]
+    x = rng.normal(size=(len(lengths), TIMESTEPS, FEATURES)).astype("float32")
+    for row, length in enumerate(lengths):
+        x[row, length:] = 0.0
+    model(x)
+    model.export(str(tmp_path / "first"), verbose=False)
+    reloaded = keras.layers.TFSMLayer(str(tmp_path / "first"))
+    # The served graph reads each cell's `[W; U]` from one variable, and
+    # its W and U from nowhere else: the reload's weights are those.
+    stacked = _stacked_by_cell(model, reloaded.trainable_weights)
+    assert len(reloaded.trainable_weights) == len(model.trainable_weights) - 3
+    assert all(v.trainable for v in stacked.values())
+
+    # New weights, given to the model and to the reload's stacked kernels:
+    # a batch of one row (BlockLSTM) and of eight (the packed loops)
+    # both follow them, so no branch reads a stale copy.
+    for cell, variable in stacked.items():
+        for weight in (cell.kernel, cell.recurrent_kernel):
+            weight.assign(rng.normal(size=weight.shape).astype("float32"))
+        variable.assign(as_stacked(cell.kernel.numpy(), cell.recurrent_kernel))
+    for rows in (x[:1], x):
+        with dispatch.fast_paths_disabled():
+            with tf.GradientTape() as tape:
+                expected = model(rows)
+                loss = tf.reduce_sum(expected**2)
+            cell_grads = tape.gradient(
+                loss, [(c.kernel, c.recurrent_kernel) for c in stacked]
+            )
+        with tf.GradientTape() as tape:
+            got = reloaded(rows)
+            loss = tf.reduce_sum(got**2)
+        grads = tape.gradient(loss, list(stacked.values()))
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+        for grad, (kernel_grad, recurrent_grad) in zip(
+            grads, cell_grads, strict=True
+        ):
+            np.testing.assert_allclose(
+                grad,
+                as_stacked(kernel_grad, recurrent_grad),
+                atol=1e-4,
+                rtol=1e-4,
+            )
+
+    # A second export of the same model saves its new weights.
+    model.export(str(tmp_path / "second"), verbose=False)
+    second = tf.saved_model.load(str(tmp_path / "second"))
+    with dispatch.fast_paths_disabled():
+        expected = model(x)
+    np.testing.assert_allclose(second.serve(x), expected, atol=1e-5, rtol=1e-5)

@@ -177,7 +177,7 @@ class Classifier(keras.Model):
 
         A SavedModel export traces `lstm_keras.LSTM` on TensorFlow's stock
         kernels by itself (`lstm_keras.backends.tensorflow.serving`). Other
-        converters (LiteRT, ONNX) lack `BlockLSTMV2`, so for them the layer
+        converters (LiteRT, ONNX) lack `BlockLSTM`, so for them the layer
         runs the generic loop, made of ops they all convert.
         """
         if format == "tf_saved_model":

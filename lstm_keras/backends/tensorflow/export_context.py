@@ -7,7 +7,7 @@ such ops (our C++ ops, cuDNN's) decline, and `lstm_keras.LSTM` runs on
 stock TensorFlow ops instead (`lstm_keras.backends.tensorflow.serving`).
 
 While `tracing_for_litert()` is also true the graph is for the TFLite
-converter, which has no kernel for some of those stock ops (`BlockLSTMV2`)
+converter, which has no kernel for some of those stock ops (`BlockLSTM`)
 and its own fused LSTM: `lstm_keras.backends.tensorflow.litert` runs the
 layer then. It is true inside `litert_tracing()`, which
 `lstm_keras.export.export_litert` enters, and inside
@@ -21,6 +21,11 @@ Keras 3 model `install_litert_converter_hook` wraps.
   calls and where Keras traces its endpoints (`install_keras_export_hook`
   wraps it, once, when the TensorFlow fast paths are registered);
 - while `tf.saved_model.save` traces (TensorFlow's save context).
+
+`tracing_export_archive()` is true inside `write_out` only: there Keras
+saves every variable the endpoints use, so a trace may add variables of
+its own (`serving`'s stacked kernels), which `tf.saved_model.save` alone
+would refuse as untracked.
 
 An endpoint that was traced before the export (a `tf.function` called
 in-process, then passed to `ExportArchive.add_endpoint` without an
@@ -58,6 +63,30 @@ def export_tracing():
         yield
     finally:
         _STATE.depth = depth
+
+
+@contextlib.contextmanager
+def export_archive_tracing():
+    """Marks the graphs traced inside it as an `ExportArchive`'s endpoints.
+
+    Implies `export_tracing()`.
+    """
+    depth = getattr(_STATE, "archive_depth", 0)
+    _STATE.archive_depth = depth + 1
+    try:
+        with export_tracing():
+            yield
+    finally:
+        _STATE.archive_depth = depth
+
+
+def tracing_export_archive():
+    """Whether the graph being traced now is an `ExportArchive` endpoint.
+
+    Such an archive saves every variable its endpoints capture, including
+    ones created while they trace.
+    """
+    return getattr(_STATE, "archive_depth", 0) > 0
 
 
 @functools.cache
@@ -185,14 +214,17 @@ def _wrap_method(cls, name, context):
 
 
 def install_keras_export_hook():
-    """Makes `ExportArchive.write_out` trace inside `export_tracing()`.
+    """Makes `ExportArchive.write_out` trace inside `export_archive_tracing()`.
 
     Keras traces an archive's endpoints in `write_out` (to find the
-    variables they use) before it calls `tf.saved_model.save`, so
-    TensorFlow's save context does not cover that trace. Idempotent.
+    variables they use, which it then saves) before it calls
+    `tf.saved_model.save`, so TensorFlow's save context does not cover
+    that trace. Idempotent.
     """
     archive_class = type(keras.export.ExportArchive())
-    _wrap_method(archive_class, "write_out", lambda archive: export_tracing())
+    _wrap_method(
+        archive_class, "write_out", lambda archive: export_archive_tracing()
+    )
 
 
 def _keras_model_converter_class():

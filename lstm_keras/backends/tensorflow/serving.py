@@ -6,7 +6,7 @@ with ops that every TensorFlow build has (so TF Serving too), choosing at
 run time between three implementations that give the generic path's
 outputs and states:
 
-- `BlockLSTMV2`, TensorFlow's fused LSTM kernel, for small batches (up to
+- `BlockLSTM`, TensorFlow's fused LSTM kernel, for small batches (up to
   `BLOCK_LSTM_MAX_BATCH` rows) without a mask or with a right-padded one
   (per-row lengths; `go_backwards` through `tf.reverse_sequence`). One op
   runs the whole sequence, so a batch of one row pays no per-step loop
@@ -32,11 +32,13 @@ arithmetic, so the gates are reordered to make the three sigmoid gates
 one op.
 
 Covered: float32, `activation` tanh, `recurrent_activation` sigmoid, with or
-without bias, peepholes (the cell's peepholes are `BlockLSTMV2`'s), initial
+without bias, peepholes (the cell's peepholes are `BlockLSTM`'s), initial
 states, `go_backwards`, `return_sequences`, `zero_output_for_mask`, and any
 mask. Declined (the generic loop runs): layer norm, projection, other
 activations or dtypes, and dropout while training.
 """
+
+import weakref
 
 import tensorflow as tf
 
@@ -44,7 +46,7 @@ from lstm_keras.backends.tensorflow import cudnn
 from lstm_keras.backends.tensorflow import export_context
 from lstm_keras.fast_path_conditions import standard_lstm_mismatch
 
-# Rows up to which BlockLSTMV2 beats the sharded loop on a 2-core x86-64.
+# Rows up to which BlockLSTM beats the sharded loop on a 2-core x86-64.
 BLOCK_LSTM_MAX_BATCH = 4
 LOOP_SHARDS = 2
 
@@ -141,14 +143,42 @@ def lstm_sequence(layer, sequences, initial_state, mask, training):
     return last_output, outputs, [h, c]
 
 
+# The gate order of the columns of each kernel: Keras's and the layer's
+# (input, forget, candidate, output); `BlockLSTM`'s (input, candidate,
+# forget, output); the loops' (`_cell`).
+KERAS_GATES = "ifco"
+BLOCK_GATES = "icfo"
+LOOP_GATES = "ifoc"
+
+
 class _Weights:
-    """The cell's weights as tensors, read once per call."""
+    """The cell's weights as tensors, read once per call.
+
+    `kernel` and `recurrent_kernel` have their gate columns in the order
+    `gates` names; `bias` and the peepholes are the cell's. In an
+    `ExportArchive`'s endpoints (not LiteRT's) `W` and `U` are read from
+    the cell's stacked kernel (`stacked_kernel`), `BlockLSTM`'s `w`, so
+    that the served graph does not assemble it on every request; `stacked`
+    is then that tensor, else `None`.
+    """
 
     def __init__(self, cell):
         units = cell.units
         self.units = units
-        self.kernel = tf.convert_to_tensor(cell.kernel)
-        self.recurrent_kernel = tf.convert_to_tensor(cell.recurrent_kernel)
+        self.stacked = None
+        if export_context.tracing_export_archive() and not (
+            export_context.tracing_for_litert()
+        ):
+            self.stacked = tf.convert_to_tensor(stacked_kernel(cell))
+            self.gates = BLOCK_GATES
+            # Row slices: views of `stacked`, not copies.
+            features = cell.kernel.shape[0]
+            self.kernel = self.stacked[:features]
+            self.recurrent_kernel = self.stacked[features:]
+        else:
+            self.gates = KERAS_GATES
+            self.kernel = tf.convert_to_tensor(cell.kernel)
+            self.recurrent_kernel = tf.convert_to_tensor(cell.recurrent_kernel)
         if cell.use_bias:
             self.bias = tf.convert_to_tensor(cell.bias)
         else:
@@ -171,8 +201,10 @@ class _Weights:
         """The weights of a cell without peepholes, from tensors."""
         weights = cls.__new__(cls)
         weights.units = units
+        weights.gates = KERAS_GATES
         weights.kernel = kernel
         weights.recurrent_kernel = recurrent_kernel
+        weights.stacked = None
         weights.bias = bias
         weights.use_peepholes = False
         weights.peepholes = [tf.zeros([units], tf.float32)] * 3
@@ -186,14 +218,72 @@ class _Weights:
         """
         loop = _Weights.__new__(_Weights)
         loop.__dict__.update(self.__dict__)
-        i, f, c, o = (
-            tf.range(k * self.units, (k + 1) * self.units) for k in range(4)
+        loop.stacked = None
+        loop.gates = LOOP_GATES
+        kernel_columns = _gate_columns(self.units, self.gates, LOOP_GATES)
+        loop.kernel = tf.gather(self.kernel, kernel_columns, axis=1)
+        loop.recurrent_kernel = tf.gather(
+            self.recurrent_kernel, kernel_columns, axis=1
         )
-        order = tf.concat([i, f, o, c], axis=0)
-        loop.kernel = tf.gather(self.kernel, order, axis=1)
-        loop.recurrent_kernel = tf.gather(self.recurrent_kernel, order, axis=1)
-        loop.bias = tf.gather(self.bias, order)
+        loop.bias = tf.gather(
+            self.bias, _gate_columns(self.units, KERAS_GATES, LOOP_GATES)
+        )
         return loop
+
+    def block_kernel(self):
+        """`[W; U]` with the gates in `BlockLSTM`'s order: its `w`."""
+        if self.stacked is not None:
+            return self.stacked
+        joined = tf.concat([self.kernel, self.recurrent_kernel], axis=0)
+        columns = _gate_columns(self.units, self.gates, BLOCK_GATES)
+        return tf.gather(joined, columns, axis=1)
+
+    def block_bias(self):
+        """The bias with the gates in `BlockLSTM`'s order."""
+        columns = _gate_columns(self.units, KERAS_GATES, BLOCK_GATES)
+        return tf.gather(self.bias, columns)
+
+
+def _gate_columns(units, source, target):
+    """Column indices that take `source`-ordered gates to `target` order."""
+    blocks = [source.index(gate) for gate in target]
+    return tf.concat(
+        [tf.range(b * units, (b + 1) * units) for b in blocks], axis=0
+    )
+
+
+# cell -> its stacked kernel variable, for as long as the cell lives.
+_STACKED_KERNELS = weakref.WeakKeyDictionary()
+
+
+def stacked_kernel(cell):
+    """A variable holding the cell's `[W; U]` in `BlockLSTM`'s gate order.
+
+    Created the first time an export traces the cell and given the cell's
+    current weights at every trace (outside the graph), so an export
+    saves the weights it is made with. The served graph reads `W` and `U`
+    from it alone: a reload fine-tuned through `keras.layers.TFSMLayer`
+    trains it (it is trainable where `W` is) and every branch of the
+    graph sees the update. The cell's own `W` and `U` are saved beside it
+    when the export tracks the model, unused by the graph.
+    """
+    with tf.init_scope():
+        joined = tf.concat(
+            [cell.kernel.value, cell.recurrent_kernel.value], axis=0
+        )
+        columns = _gate_columns(cell.units, KERAS_GATES, BLOCK_GATES)
+        value = tf.gather(joined, columns, axis=1)
+        variable = _STACKED_KERNELS.get(cell)
+        if variable is None or variable.shape != value.shape:
+            variable = tf.Variable(
+                value,
+                trainable=cell.trainable and cell.kernel.trainable,
+                name=f"{cell.name}_stacked_kernel",
+            )
+            _STACKED_KERNELS[cell] = variable
+        else:
+            variable.assign(value)
+    return variable
 
 
 def _finish(layer, outputs, h, c):
@@ -205,21 +295,27 @@ def _finish(layer, outputs, h, c):
 
 
 def _block_lstm(weights, x, h0, c0, seq_len_max):
-    """`BlockLSTMV2` over batch-major `x`: time-major `(h, c)` sequences."""
+    """`BlockLSTM` over batch-major `x`: time-major `(h, c)` sequences.
+
+    `BlockLSTM`, not `BlockLSTMV2` (the same kernel, with Keras's gate
+    order and no forget bias): TensorFlow registers V2's gradient as
+    V1's, which reads the gates in V1's order, so a graph on V2 gives
+    wrong gradients to anyone who differentiates a reloaded export.
+    """
     i_peep, f_peep, o_peep = weights.peepholes
-    # The gates come in Keras's order (input, forget, candidate, output),
-    # which is BlockLSTMV2's; its `w` stacks W over U.
-    outputs = tf.raw_ops.BlockLSTMV2(
+    outputs = tf.raw_ops.BlockLSTM(
         seq_len_max=tf.cast(seq_len_max, tf.int64),
         x=tf.transpose(x, [1, 0, 2]),
         cs_prev=c0,
         h_prev=h0,
-        w=tf.concat([weights.kernel, weights.recurrent_kernel], axis=0),
+        w=weights.block_kernel(),
         wci=i_peep,
         wcf=f_peep,
         wco=o_peep,
-        b=weights.bias,
-        cell_clip=0.0,
+        b=weights.block_bias(),
+        forget_bias=0.0,
+        # No clipping: a cell_clip of 0 or less turns it off.
+        cell_clip=-1.0,
         use_peephole=weights.use_peepholes,
     )
     return outputs.h, outputs.cs
@@ -236,7 +332,7 @@ def _block_unmasked(layer, weights, x, h0, c0):
 
 
 def _block_right_padded(layer, weights, x, lengths, h0, c0):
-    """`BlockLSTMV2` over rows of real steps then padding.
+    """`BlockLSTM` over rows of real steps then padding.
 
     The kernel runs every row to the longest length; each row's state is
     read at its own last real step (`h0`, `c0` for a row of no real step).
