@@ -184,6 +184,14 @@ PRIVATE_NAMES = {
         used_for="The time a worker waits for the chief, which KerasTuner "
         "fixes at an hour (`lstm_keras.tuning.search`).",
     ),
+    "tuner_oracle_chief": PrivateName(
+        "keras_tuner.src.distribute.oracle_chief",
+        uses=("time", "start_server", "exit_chief"),
+        checked=KERAS_TUNER,
+        used_for="Its `start_server` waits 20 s between checks for the "
+        "workers' last trials once the search is done; the chief checks "
+        "every second instead (`lstm_keras.tuning.search`).",
+    ),
     "tuner_metrics_tracking": PrivateName(
         "keras_tuner.src.engine.metrics_tracking",
         uses=("MetricsTracker",),

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import keras
 import numpy as np
@@ -355,9 +356,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-# Three TensorFlow processes, and KerasTuner's chief polls every 20 s for
-# the last worker's trial once the search is done: ~45 s on 2 quiet cores,
-# kept in `make test` because it is the one check of distributed tuning.
+# Three TensorFlow processes: the slowest test of distributed tuning, kept
+# in `make test` because it is the one with several workers.
 def test_chief_and_two_workers_run_each_trial_once(data_dirs, tmp_path):
     tune_dir = tmp_path / "distributed"
     # One epoch a trial: what is tested is who runs which trial.
@@ -499,3 +499,18 @@ def test_chief_timeout_must_be_positive(data_dirs, tmp_path, capsys):
     assert "--chief-timeout must be positive" in capsys.readouterr().err
     with pytest.raises(ValueError, match="chief_timeout"):
         tune(TuneConfig(app="sentiment", data="sample"), tmp_path, None, 0)
+
+
+def test_the_chief_checks_for_the_last_trials_every_second(monkeypatch):
+    from lstm_keras.compat import tuner_oracle_chief as oracle_chief
+    from lstm_keras.tuning.search import chief_polls_often
+
+    waits = []
+    clock = types.SimpleNamespace(sleep=waits.append)
+    monkeypatch.setattr(oracle_chief, "time", clock)
+    with chief_polls_often(1.0):
+        # KerasTuner's 20 s between checks, and its 1 s serving tick.
+        oracle_chief.time.sleep(20)
+        oracle_chief.time.sleep(0.5)
+    assert waits == [1.0, 0.5]
+    assert oracle_chief.time is clock

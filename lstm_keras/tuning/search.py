@@ -33,6 +33,7 @@ import dataclasses
 import json
 import os
 import shutil
+import types
 
 import keras
 import keras_tuner
@@ -239,6 +240,32 @@ def chief_calls_bounded(timeout):
         oracle_client.TIMEOUT = saved
 
 
+# How often a chief that has handed out its last trial checks whether the
+# workers finished theirs (KerasTuner: every 20 s).
+CHIEF_POLL_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def chief_polls_often(seconds=CHIEF_POLL_SECONDS):
+    """KerasTuner's chief waits at most `seconds` between its checks.
+
+    Once every trial is handed out, KerasTuner's `start_server` checks
+    every 20 s whether the workers' last trials ended, so a search would
+    run up to 20 s past its end. Its module's `sleep` is capped while the
+    chief serves.
+    """
+    from lstm_keras.compat import tuner_oracle_chief as oracle_chief
+
+    clock = oracle_chief.time
+    oracle_chief.time = types.SimpleNamespace(
+        sleep=lambda wait: clock.sleep(min(wait, seconds))
+    )
+    try:
+        yield
+    finally:
+        oracle_chief.time = clock
+
+
 # ------------------------------------------------------------------ setup
 
 
@@ -442,15 +469,21 @@ def _tune(config, tune_dir, hypermodel_class):
         config, splits, hypermodel_class=hypermodel_class
     )
     tuner = make_tuner(config, hypermodel, tune_dir)
-    tuner.search(
-        data["train"],
-        validation=data["validation"],
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        num_train=data["num_train"],
-        train_evaluation=data["train_evaluation"],
-        verbose=config.verbose,
+    serving = (
+        chief_polls_often()
+        if distributed_role() == "chief"
+        else contextlib.nullcontext()
     )
+    with serving:
+        tuner.search(
+            data["train"],
+            validation=data["validation"],
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            num_train=data["num_train"],
+            train_evaluation=data["train_evaluation"],
+            verbose=config.verbose,
+        )
     if distributed_role() == "worker":
         return None
     return finish(config, tune_dir, tuner, splits, data, hypermodel_class)
