@@ -281,7 +281,10 @@ def test_search_killed_mid_trial_resumes_and_completes(
     The random search also ends with the uninterrupted search's numbers
     (the others' trials are as deterministic; their own uninterrupted runs
     would double the cost of `make test`)."""
-    args = tiny_args(data_dirs, tmp_path / "killed", 3, *TUNER_ARGS[tuner])
+    # No baseline: it trains after the search, which is what is tested.
+    args = tiny_args(
+        data_dirs, tmp_path / "killed", 3, "--no-baseline", *TUNER_ARGS[tuner]
+    )
     tune_dir = tmp_path / "killed"
     process = run_command(args)
     try:
