@@ -24,10 +24,12 @@ from lstm_keras.applications import SentimentClassifier
 from lstm_keras.applications import SpeechClassifier
 from lstm_keras.applications.preprocessing import LogMelSpectrogram
 from lstm_keras.backends.tensorflow import export_context
+from lstm_keras.export import FullIntegerSpeech
 from lstm_keras.export import export_for_serving
 from lstm_keras.export import export_litert
 from lstm_keras.export import litert_ops
 from lstm_keras.export import sentiment_inputs
+from lstm_keras.export.litert import speech_features
 from training import export as export_command
 
 pytestmark = pytest.mark.tensorflow_only
@@ -232,7 +234,7 @@ def speech_files(speech_model, tmp_path_factory):
             representative_data=clips,
             verbose=False,
         )
-        for quantize in ("none", "dynamic", "int8")
+        for quantize in ("none", "dynamic", "int8", "full_int8")
     }
 
 
@@ -263,16 +265,110 @@ def test_quantized_files_are_smaller_and_close(
     clip = tones([5000], seed=11)
     expected = np.asarray(speech_model(clip))
     # Loose: an untrained model's probabilities; the accuracy of quantized
-    # files on FSDD is measured by `make eval` (docs/serving.md).
-    for quantize, tolerance in (("dynamic", 0.15), ("int8", 0.15)):
+    # files on FSDD is measured by `make eval` (docs/deployment.md).
+    for quantize in ("dynamic", "int8", "full_int8"):
         report = speech_files[quantize]
-        assert saved_model_bytes / report["bytes"] >= 3.5, quantize
+        size = report["bytes"]
+        if quantize == "full_int8":
+            # A device stores the float front end too.
+            size += os.path.getsize(report["frontend"])
+            got = FullIntegerSpeech(report["path"])(clip)
+        else:
+            runner = Interpreter(model_path=report["path"])
+            (got,) = runner.get_signature_runner()(waveforms=clip).values()
+        assert saved_model_bytes / size >= 3.5, quantize
         assert report["fused_lstm"] == 2
-        runner = Interpreter(model_path=report["path"]).get_signature_runner()
-        (got,) = runner(waveforms=clip).values()
-        assert np.abs(got - expected).max() < tolerance, quantize
+        assert np.abs(got - expected).max() < 0.15, quantize
         # An int8 softmax is quantized in steps of 1/256.
         assert abs(got.sum() - 1) < 0.02
+
+
+def _float_tensors(content):
+    """Names of the float32 tensors that a LiteRT file's ops read or write.
+
+    An integer LSTM also lists "intermediates", tensors that hold only the
+    quantization scales of its gates' internal values; they hold no data.
+    """
+    from lstm_keras.compat import litert_schema as schema
+
+    model = schema.Model.GetRootAs(content, 0)
+    names = []
+    for index in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(index)
+        used = set()
+        for o in range(subgraph.OperatorsLength()):
+            op = subgraph.Operators(o)
+            used.update(op.InputsAsNumpy().tolist())
+            used.update(op.OutputsAsNumpy().tolist())
+        for t in sorted(used - {-1}):
+            tensor = subgraph.Tensors(t)
+            if tensor.Type() == schema.TensorType.FLOAT32:
+                names.append(tensor.Name().decode())
+    return names
+
+
+def test_full_integer_speech_file_takes_features_from_its_front_end(
+    speech_model, speech_files
+):
+    report = speech_files["full_int8"]
+    with open(report["path"], "rb") as f:
+        assert _float_tensors(f.read()) == []
+    assert set(report["inputs"]) == {"features"}
+    assert set(report["outputs"]) == {"probabilities"}
+    with open(report["frontend"], "rb") as f:
+        frontend_ops, custom = litert_ops(f.read())
+    assert not custom and FUSED not in frontend_ops
+    runner = FullIntegerSpeech(report["path"])
+    for length in (300, 4100, 9000):
+        clip = tones([length], seed=length)
+        clip[0, length // 2 :] = 0.0  # padding: masked frames
+        expected = speech_features(speech_model, clip)
+        np.testing.assert_allclose(runner.features(clip), expected, atol=1e-4)
+
+
+def test_full_integer_file_of_a_user_model(rng, tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((STEPS, FEATURES)),
+            _lstm(return_sequences=True),
+            _lstm(go_backwards=True),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    examples = rng.normal(size=(64, STEPS, FEATURES)).astype("float32")
+    report = export_litert(
+        model,
+        tmp_path / "m.tflite",
+        quantize="full_int8",
+        representative_data=examples,
+        verbose=False,
+    )
+    assert report["fused_lstm"] == 2 and "WHILE" not in report["ops"]
+    content = (tmp_path / "m.tflite").read_bytes()
+    assert _float_tensors(content) == []
+    ((name, (scale, zero)),) = report["inputs"].items()
+    ((_, (out_scale, out_zero)),) = report["outputs"].items()
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    runner = interpreter.get_signature_runner()
+
+    def run(x, reset=True):
+        if reset:
+            interpreter.reset_all_variables()
+        q = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        (output,) = runner(**{name: q}).values()
+        return (output.astype(np.float32) - out_zero) * out_scale
+
+    first, second = examples[:1], examples[1:2]
+    got = run(first)
+    # Input steps of `scale` and output steps of 1/256, through two LSTMs.
+    np.testing.assert_allclose(got, model(first), atol=0.05)
+    # The LSTMs' states are variable tensors, carried from one call to the
+    # next unless reset, as documented.
+    run(second)
+    assert not np.array_equal(run(first, reset=False), got)
+    run(second)
+    np.testing.assert_array_equal(run(first), got)
 
 
 def test_files_load_in_a_process_with_only_the_runtime(speech_files, tmp_path):
@@ -299,8 +395,17 @@ def test_bad_arguments_name_the_argument(speech_model, tmp_path):
     path = tmp_path / "m.tflite"
     with pytest.raises(ValueError, match="`quantize`"):
         export_litert(speech_model, path, quantize="int4")
-    with pytest.raises(ValueError, match="`representative_data`"):
-        export_litert(speech_model, path, quantize="int8")
+    for quantize in ("int8", "full_int8"):
+        with pytest.raises(ValueError, match="`representative_data`"):
+            export_litert(speech_model, path, quantize=quantize)
+    with pytest.raises(ValueError, match="`batch_size`.*one clip"):
+        export_litert(
+            speech_model,
+            path,
+            quantize="full_int8",
+            representative_data=[np.zeros(100, "float32")],
+            batch_size=2,
+        )
     with pytest.raises(ValueError, match="`batch_size`"):
         export_litert(speech_model, path, batch_size=0)
     with pytest.raises(ValueError, match="`path`.*directory"):
@@ -351,6 +456,11 @@ def test_command_writes_a_calibrated_file(speech_model, tmp_path, capsys):
             "--representative-data",
         ),
         (
+            ["--format", "litert", "--out", "x.tflite"]
+            + ["--quantize", "full_int8"],
+            "--quantize full_int8 needs --representative-data",
+        ),
+        (
             ["--format", "litert", "--out", "x.tflite", "--batch-size", "0"],
             "--batch-size",
         ),
@@ -396,6 +506,14 @@ def test_sentiment_file_takes_token_ids(options, fused, tmp_path):
         units=6, embedding_dim=5, max_length=12, seed=0, **options
     )
     model.adapt(TEXTS)
+    if not options:
+        with pytest.raises(ValueError, match="`quantize`.*token ids"):
+            export_litert(
+                model,
+                tmp_path / "s.tflite",
+                quantize="full_int8",
+                representative_data=[TEXTS[0]],
+            )
     report = export_litert(model, tmp_path / "s.tflite", verbose=False)
     assert report["fused_lstm"] == fused
     with open(report["vocabulary"]) as f:

@@ -49,10 +49,13 @@ returns `probabilities`; a sentiment model takes token ids and subword
 n-gram ids (LiteRT has no string ops; lstm_keras.export.sentiment_inputs
 makes them) with its vocabulary in OUT.vocab.txt; class names go to
 OUT.labels.txt. --quantize
-dynamic stores int8 weights; --quantize int8 also runs int8 activations,
-calibrated on the training split of --representative-data (a dataset
-source as lstm-keras-train's --data takes: a folder, "sample", a TFDS
-name; or a .npy file of examples). See docs/serving.md.
+dynamic stores int8 weights; --quantize int8 also runs the LSTMs on int8
+activations; --quantize full_int8 runs every op in integers, int8 in and
+out (a speech model's file then takes log-mel features, computed by the
+float front-end file OUT.frontend.tflite). Both calibrate on the training
+split of --representative-data (a dataset source as lstm-keras-train's
+--data takes: a folder, "sample", a TFDS name; or a .npy file of
+examples). See docs/deployment.md.
 
 Exit status: 0 on success; 2 on a user error (a missing or unreadable model
 file, an existing version or file without --overwrite, a bad option),
@@ -91,16 +94,18 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--quantize",
-        choices=("none", "dynamic", "int8"),
+        choices=("none", "dynamic", "int8", "full_int8"),
         default="none",
-        help="litert: none (float32), dynamic (int8 weights) or int8 (int8 "
-        "weights and activations; needs --representative-data) (default "
+        help="litert: none (float32), dynamic (int8 weights), int8 (the "
+        "LSTMs' weights and activations) or full_int8 (every op, int8 in "
+        "and out); int8 and full_int8 need --representative-data (default "
         "none)",
     )
     parser.add_argument(
         "--representative-data",
         metavar="SOURCE",
-        help="litert, int8: the data whose training split calibrates the "
+        help="litert, int8 and full_int8: the data whose training split "
+        "calibrates the "
         "activations (a folder, 'sample', a TFDS name, or a .npy file of "
         "examples)",
     )
@@ -142,8 +147,11 @@ def check_args(args):
         return "--out is required with --format litert"
     if args.batch_size < 1:
         return f"--batch-size must be a positive integer, got {args.batch_size}"
-    if args.quantize == "int8" and args.representative_data is None:
-        return "--quantize int8 needs --representative-data SOURCE"
+    if (
+        args.quantize in ("int8", "full_int8")
+        and args.representative_data is None
+    ):
+        return f"--quantize {args.quantize} needs --representative-data SOURCE"
     return None
 
 

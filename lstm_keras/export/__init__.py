@@ -21,6 +21,7 @@ from lstm_keras.export.graph import describe
 from lstm_keras.export.graph import graph_ops
 from lstm_keras.export.graph import nonstandard_ops
 from lstm_keras.export.graph import state_writes
+from lstm_keras.export.litert import FullIntegerSpeech
 from lstm_keras.export.litert import export_litert
 from lstm_keras.export.litert import litert_ops
 from lstm_keras.export.litert import sentiment_inputs
@@ -34,6 +35,7 @@ from lstm_keras.export.warmup import write_warmup_requests
 
 __all__ = [
     "FORBIDDEN_OP_PREFIXES",
+    "FullIntegerSpeech",
     "METADATA_SIGNATURE",
     "SIGNATURE",
     "STATEFUL_WRITE_OPS",

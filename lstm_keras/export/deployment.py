@@ -3,8 +3,9 @@
 `deployment_table(run_dir, data)` takes a training run (`model.keras` and
 its `serving/1/` SavedModel) and measures, on the test split of `data`, the
 SavedModel in TensorFlow and the LiteRT files of `export_litert` (float32,
-dynamic-range and int8 quantized, the int8 one calibrated on the training
-split) in the LiteRT interpreter: test accuracy, file size, and the latency
+dynamic-range, int8 LSTMs and full-integer, the last two calibrated on the
+training split; full-integer with its float front-end file, sizes summed)
+in the LiteRT interpreter: test accuracy, file size, and the latency
 of one call on a one-second clip (median and 90th percentile; the formats
 take turns, round after round, so that load from outside hits them alike).
 """
@@ -17,9 +18,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from lstm_keras.export.litert import FullIntegerSpeech
 from lstm_keras.export.litert import export_litert
 
-QUANTIZATIONS = ("none", "dynamic", "int8")
+QUANTIZATIONS = ("none", "dynamic", "int8", "full_int8")
 LATENCY_ROUNDS = 20
 CALLS_PER_ROUND = 10
 
@@ -75,8 +77,12 @@ def deployment_table(run_dir, data, out_dir, verbose=True):
             verbose=verbose,
         )
         name = f"litert_{quantize}"
-        runners[name] = _litert_runner(report["path"])
         sizes[name] = report["bytes"]
+        if report["frontend"] is not None:
+            runners[name] = FullIntegerSpeech(report["path"])
+            sizes[name] += os.path.getsize(report["frontend"])
+        else:
+            runners[name] = _litert_runner(report["path"])
         fused[name] = report["fused_lstm"]
 
     rows = []

@@ -32,6 +32,18 @@ Quantization (`quantize`):
   and activations, int16 cell state), calibrated on `representative_data`
   (the training split is the right choice); every other op, the front end
   included, stays float32, as do the inputs and outputs.
+- `"full_int8"`: every op in integers (int8, int16 cell states), int8
+  inputs and outputs, for integer-only hardware (microcontrollers, NPUs);
+  calibrated on `representative_data`. The file's input and output scale
+  and zero point are in the file (and in the returned report). Its LSTMs'
+  states are variable tensors, carried from one invocation to the next:
+  reset them before each sequence (`reset_all_variables()` in Python,
+  `ResetVariableTensors()` in C++). A
+  `SpeechClassifier`'s spectrum spans more range than 8 bits hold, so its
+  file takes the normalized log-mel features of one clip's real frames
+  (`features`, int8 `[1, frames, num_mel_bins]`) and a float32 front-end
+  file beside it, `<path>.frontend.tflite`, computes them from the
+  waveform; `FullIntegerSpeech` runs the pair.
 
 `tf.lite.TFLiteConverter.from_keras_model(model)` gives the same graph for
 a model whose inputs have a fixed batch size (`keras.Input(...,
@@ -52,7 +64,7 @@ from lstm_keras.backends.tensorflow import export_context
 from lstm_keras.export import streaming
 from lstm_keras.export.saved_model import check_exportable
 
-QUANTIZATIONS = ("none", "dynamic", "int8")
+QUANTIZATIONS = ("none", "dynamic", "int8", "full_int8")
 # A sentiment file's `subword_ids` hold every n-gram of tokens up to this
 # many characters (`sentiment_inputs` refuses longer ones).
 MAX_TOKEN_CHARS = 30
@@ -80,9 +92,10 @@ def export_litert(
             (`sentiment_inputs`), since LiteRT has no string ops. Other
             models with string inputs are refused.
         path: The `.tflite` file to write.
-        quantize: One of `"none"`, `"dynamic"`, `"int8"`. Defaults to
-            `"none"`.
-        representative_data: For `"int8"` (required there): an iterable of
+        quantize: One of `"none"`, `"dynamic"`, `"int8"`, `"full_int8"`.
+            Defaults to `"none"`.
+        representative_data: For `"int8"` and `"full_int8"` (required
+            there): an iterable of
             examples, each an array (or a list of arrays, one per input)
             of one example without the batch axis, e.g. unbatched training
             clips. At most `CALIBRATION_EXAMPLES` (200) are used.
@@ -116,11 +129,23 @@ def export_litert(
             f"Argument `quantize` must be one of {QUANTIZATIONS}, got "
             f"{quantize!r}."
         )
-    if quantize == "int8" and representative_data is None:
+    if quantize in ("int8", "full_int8") and representative_data is None:
         raise ValueError(
-            'Argument `representative_data` is required for quantize="int8": '
-            "examples to calibrate the activations' ranges on (the training "
-            "split)."
+            "Argument `representative_data` is required for "
+            f"quantize={quantize!r}: examples to calibrate the activations' "
+            "ranges on (the training split)."
+        )
+    split_speech = quantize == "full_int8" and _is_speech(model)
+    if split_speech and batch_size != 1:
+        raise ValueError(
+            'Argument `batch_size`: a quantize="full_int8" speech file runs '
+            f"one clip at a time (its real frames), got {batch_size!r}."
+        )
+    if quantize == "full_int8" and _is_sentiment(model):
+        raise ValueError(
+            'Argument `quantize`: "full_int8" takes models with float '
+            "inputs; a SentimentClassifier's file takes token ids, so use "
+            '"int8" (its LSTMs in integers) or "dynamic".'
         )
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -133,11 +158,27 @@ def export_litert(
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
 
+    frontend = None
     with tempfile.TemporaryDirectory() as staging:
         saved_model = os.path.join(staging, "saved_model")
+        if split_speech:
+            frontend = _speech_frontend(model, staging)
+            examples = [
+                speech_features(model, np.asarray(clip, "float32")[None])[0]
+                for clip in itertools.islice(
+                    representative_data, CALIBRATION_EXAMPLES
+                )
+            ]
+            model, representative_data = _speech_body(model), examples
+            specs, serve = _litert_api(model, batch_size)
         with export_context.litert_layer_records() as records:
             signatures = _write_litert_saved_model(
-                model, specs, serve, saved_model, batch_size
+                model,
+                specs,
+                serve,
+                saved_model,
+                batch_size,
+                full_integer=quantize == "full_int8",
             )
         if require_fused:
             _check_fused(model, records)
@@ -146,10 +187,13 @@ def export_litert(
         )
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        calibration = None
+        if quantize in ("int8", "full_int8"):
+            calibration = _calibration(representative_data, specs)
         if quantize == "int8":
-            content = _int8_lstms(
-                converter, _calibration(representative_data, specs)
-            )
+            content = _int8_lstms(converter, calibration)
+        elif quantize == "full_int8":
+            content = _full_integer(converter, calibration)
         else:
             content = converter.convert()
     ops, custom = litert_ops(content)
@@ -159,6 +203,8 @@ def export_litert(
             f"are not LiteRT builtins: {sorted(custom)}."
         )
     _write_atomically(path, content)
+    if frontend is not None:
+        frontend = _write_frontend(frontend, path)
     labels = _write_labels(model, path)
     vocabulary = None
     if _is_sentiment(model):
@@ -176,7 +222,10 @@ def export_litert(
         "fused_lstm": ops.count(FUSED_LSTM),
         "labels": labels,
         "vocabulary": vocabulary,
+        "frontend": frontend,
     }
+    if quantize == "full_int8":
+        report.update(_quantization_parameters(content))
     if verbose:
         print(
             f"Wrote {path} ({len(content) / 1e6:.2f} MB, quantize="
@@ -184,6 +233,45 @@ def export_litert(
             "LSTM ops)"
         )
     return report
+
+
+def _full_integer(converter, calibration):
+    """The converter's model in integers throughout, int8 in and out."""
+    converter.representative_dataset = calibration
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _quantization_parameters(content):
+    """`inputs` and `outputs` of the file's `serving_default`: name ->
+    `(scale, zero_point)`, how its int8 tensors map to real values
+    (`real = scale * (q - zero_point)`)."""
+    schema = _schema()
+    model = schema.Model.GetRootAs(content, 0)
+    (signature,) = [
+        model.SignatureDefs(k)
+        for k in range(model.SignatureDefsLength())
+        if model.SignatureDefs(k).SignatureKey() == b"serving_default"
+    ]
+    subgraph = model.Subgraphs(signature.SubgraphIndex())
+
+    def parameters(count, tensor_map):
+        found = {}
+        for k in range(count):
+            entry = tensor_map(k)
+            quantization = subgraph.Tensors(entry.TensorIndex()).Quantization()
+            found[entry.Name().decode()] = (
+                float(quantization.Scale(0)),
+                int(quantization.ZeroPoint(0)),
+            )
+        return found
+
+    return {
+        "inputs": parameters(signature.InputsLength(), signature.Inputs),
+        "outputs": parameters(signature.OutputsLength(), signature.Outputs),
+    }
 
 
 def _int8_lstms(converter, calibration):
@@ -296,6 +384,118 @@ def _check_fused(model, records):
         )
 
 
+def _is_speech(model):
+    from lstm_keras.applications import SpeechClassifier
+
+    return isinstance(model, SpeechClassifier)
+
+
+def speech_features(model, waveforms):
+    """The features a speech model's LSTMs read, of one clip's real frames.
+
+    `waveforms` is `[1, samples]`; returns `[1, frames, num_mel_bins]`: the
+    normalized log-mel frames (clip-normalized where the model is) inside
+    the clip's real length, which the model masks the others of.
+    """
+    log_mel = model.log_mel
+    waveforms = tf.convert_to_tensor(waveforms, tf.float32)
+    mask = log_mel.compute_mask(waveforms)
+    features = model.normalizer(log_mel(waveforms))
+    if model.get_config()["clip_normalization"]:
+        features = model.get_layer("clip_normalization")(features, mask=mask)
+    real_frames = tf.where(mask[0])[:, 0]
+    return tf.gather(features, real_frames, axis=1)
+
+
+def _speech_body(model):
+    """A speech model from its features on: LSTMs and softmax, one clip."""
+    features = keras.Input(
+        (None, model.log_mel.num_mel_bins), batch_size=1, name="features"
+    )
+    probabilities = model.get_layer("probabilities")(model.backbone(features))
+    body = keras.Model(features, probabilities, name=f"{model.name}_body")
+    body.class_names = model.class_names
+    return body
+
+
+def _speech_frontend(model, staging):
+    """The float32 front-end LiteRT file's content: waveform -> features."""
+    specs = [tf.TensorSpec([1, None], tf.float32, "waveforms")]
+
+    def frontend(waveforms):
+        return {"features": speech_features(model, waveforms)}
+
+    path = os.path.join(staging, "frontend")
+    signatures = _write_litert_saved_model(
+        model, specs, frontend, path, 1, stream=False
+    )
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        path, signature_keys=signatures
+    )
+    return converter.convert()
+
+
+def _write_frontend(content, path):
+    frontend = f"{path}.frontend.tflite"
+    _write_atomically(frontend, content)
+    return frontend
+
+
+class FullIntegerSpeech:
+    """Runs a `quantize="full_int8"` speech file and its front-end file.
+
+    The front end (float32) turns one clip into its features, which are
+    quantized with the file's input parameters; the file's int8
+    probabilities are turned back into real ones. An app on a device does
+    the same with its own LiteRT runtime.
+
+    Args:
+        path: The `.tflite` file `export_litert(..., quantize="full_int8")`
+            wrote for a `SpeechClassifier`; `<path>.frontend.tflite` must
+            be beside it.
+
+    Call arguments:
+        waveform: float32 `[samples]` or `[1, samples]`, one clip.
+
+    Returns:
+        float32 `[1, classes]`, the probabilities.
+    """
+
+    def __init__(self, path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = os.fspath(path)
+        with open(path, "rb") as f:
+            parameters = _quantization_parameters(f.read())
+        self.input_scale, self.input_zero = parameters["inputs"]["features"]
+        self.output_scale, self.output_zero = parameters["outputs"][
+            "probabilities"
+        ]
+        self._frontend = Interpreter(
+            model_path=f"{path}.frontend.tflite"
+        ).get_signature_runner()
+        self._interpreter = Interpreter(model_path=path)
+        self._interpreter.allocate_tensors()
+        self._model = self._interpreter.get_signature_runner()
+
+    def features(self, waveform):
+        """The clip's float32 features `[1, frames, num_mel_bins]`."""
+        waveform = np.asarray(waveform, np.float32).reshape(1, -1)
+        return self._frontend(waveforms=waveform)["features"]
+
+    def __call__(self, waveform):
+        features = self.features(waveform)
+        quantized = np.round(features / self.input_scale + self.input_zero)
+        quantized = np.clip(quantized, -128, 127).astype(np.int8)
+        # The LSTMs' states are variable tensors, which the integer kernel
+        # carries over from the previous clip unless they are reset.
+        self._interpreter.reset_all_variables()
+        (output,) = self._model(features=quantized).values()
+        return (
+            output.astype(np.float32) - self.output_zero
+        ) * self.output_scale
+
+
 def _is_sentiment(model):
     from lstm_keras.applications import SentimentClassifier
 
@@ -389,20 +589,24 @@ def _sentiment_api(model, batch_size):
     return specs, serve
 
 
-def _write_litert_saved_model(model, specs, serve, path, batch_size):
+def _write_litert_saved_model(
+    model, specs, serve, path, batch_size, full_integer=False, stream=True
+):
     """The model's inference graph for the converter, as a SavedModel.
 
     Returns:
         The signature names: `serving_default`, and `stream` for a model
-        that can stream (`lstm_keras.export.streaming`).
+        that can stream (`lstm_keras.export.streaming`), unless `stream`
+        is false or the graph is for a `full_integer` file.
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
     signatures = ["serving_default"]
-    with export_context.litert_tracing():
+    stream = stream and not full_integer
+    with export_context.litert_tracing(full_integer=full_integer):
         with export_context.inference_dropout_off(model):
             archive.add_endpoint("serving_default", serve, specs)
-            if streaming.streaming_problem(model) is None:
+            if stream and streaming.streaming_problem(model) is None:
                 stream, stream_specs = streaming.stream_signature(
                     model, batch_size
                 )

@@ -114,17 +114,30 @@ def exporting():
 
 
 @contextlib.contextmanager
-def litert_tracing():
+def litert_tracing(full_integer=False):
     """Marks the graphs traced inside it as graphs for the TFLite converter.
 
     Implies `export_tracing()`.
+
+    Args:
+        full_integer: Boolean, whether the graph is to be quantized to
+            integers throughout (`tracing_for_full_integer()`). Defaults to
+            `False`.
     """
     depth = getattr(_STATE, "litert_depth", 0)
+    outer = getattr(_STATE, "full_integer", False)
     _STATE.litert_depth = depth + 1
+    _STATE.full_integer = full_integer
     try:
         yield
     finally:
         _STATE.litert_depth = depth
+        _STATE.full_integer = outer
+
+
+def tracing_for_full_integer():
+    """Whether the LiteRT graph traced now is to be quantized throughout."""
+    return tracing_for_litert() and getattr(_STATE, "full_integer", False)
 
 
 def tracing_for_litert():

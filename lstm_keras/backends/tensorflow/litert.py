@@ -178,10 +178,21 @@ def _fused(layer, weights, x, h0, c0):
     function = tf.function(
         keras_lstm, experimental_attributes=attributes, autograph=False
     )
+    if export_context.tracing_for_full_integer():
+        # Quantized throughout, states computed from the input come out in
+        # other types than the integer kernel's (int8 h, int16 c) and
+        # corrupt the interpreter's memory. Constant states become
+        # variable tensors, which the kernel carries from one invocation
+        # to the next: a full-integer file's runner resets them before
+        # each sequence (`reset_all_variables`), as documented.
+        init_h, init_c = h0, c0
+    else:
+        init_h = _not_constant(h0, x, f"{layer.name}/h")
+        init_c = _not_constant(c0, x, f"{layer.name}/c")
     last_output, outputs, h, c, _ = function(
         tf.reshape(x, [x.shape[0], -1, x.shape[2]]),
-        _not_constant(h0, x, f"{layer.name}/h"),
-        _not_constant(c0, x, f"{layer.name}/c"),
+        init_h,
+        init_c,
         weights.kernel,
         weights.recurrent_kernel,
         weights.bias,
