@@ -160,20 +160,40 @@ def test_litert_stream_matches_the_whole_clip(model, exports):
             np.testing.assert_allclose(
                 out["probabilities"], expected, atol=1e-4
             )
-    # The file fixes the state's shape (LiteRT drops the graph's checks).
+    # The batch is fixed; a wrong state width fails in the graph.
     details = runner.get_input_details()
-    assert list(details["state"]["shape_signature"]) == [1, size]
+    assert list(details["state"]["shape_signature"]) == [1, -1]
     assert list(details["samples"]["shape_signature"]) == [1, -1]
 
 
 def test_bad_chunks_and_states_name_the_argument(exports, model):
-    saved_model, _ = exports
+    saved_model, litert = exports
     stream = tf.saved_model.load(str(saved_model)).signatures["stream"]
     size = streaming.state_size(model)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`samples`"):
         stream(samples=tf.zeros([1, STEP + 1]), state=tf.zeros([1, size]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="`state`"):
         stream(samples=tf.zeros([2, STEP]), state=tf.zeros([1, size]))
+    # LiteRT runs no assertions: there the same requests fail in a
+    # reshape, rather than giving wrong probabilities.
+    runner = Interpreter(model_path=litert).get_signature_runner("stream")
+    chunk = np.full((1, 2 * STEP), 0.1, "float32")
+    state = np.zeros((1, size), "float32")
+    good = runner(samples=chunk, state=state)["probabilities"]
+    for samples, bad_state in (
+        (np.zeros((1, STEP + 1), "float32"), state),
+        (chunk, np.zeros((1, size + 5), "float32")),
+        (chunk, np.zeros((1, size - 5), "float32")),
+        (chunk, np.zeros((1, 2 * size), "float32")),
+    ):
+        with pytest.raises(
+            (RuntimeError, ValueError), match="(?i)reshape|concat"
+        ):
+            runner(samples=samples, state=bad_state)
+    # The interpreter still serves good requests afterwards.
+    np.testing.assert_array_equal(
+        runner(samples=chunk, state=state)["probabilities"], good
+    )
 
 
 def test_models_that_cannot_stream_say_why(tmp_path):

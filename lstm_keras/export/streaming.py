@@ -103,9 +103,13 @@ def stream_signature(model, batch_size=None):
     `probabilities` and `state`; the specs fix the batch size when
     `batch_size` is given (a LiteRT file).
     """
+    # A LiteRT file's inputs can be resized to anything at run time, so
+    # its state's width is left free and checked by `stream_step`'s
+    # reshape, which fails on a wrong one.
+    width = state_size(model) if batch_size is None else None
     specs = [
         tf.TensorSpec([batch_size, None], tf.float32, "samples"),
-        tf.TensorSpec([batch_size, state_size(model)], tf.float32, "state"),
+        tf.TensorSpec([batch_size, width], tf.float32, "state"),
     ]
 
     def stream(samples, state):
@@ -158,6 +162,16 @@ def stream_step(model, samples, state):
     ]
     with tf.control_dependencies(checks):
         samples = tf.identity(samples)
+    # LiteRT runs no assertions. There a state of the wrong width fails
+    # this reshape, and a chunk that is not a multiple of the frame step
+    # the reshape into whole frame steps below, instead of giving wrong
+    # probabilities.
+    # The batch size, static where it is known (LiteRT's converter needs it
+    # so further on).
+    rows = samples.shape[0]
+    if rows is None:
+        rows = tf.shape(samples)[0]
+    state = tf.reshape(state, [rows, size])
 
     # === The state ===
     offset = 0
@@ -172,7 +186,16 @@ def stream_step(model, samples, state):
 
     # === Frames: committed, then those reaching past the end ===
     # Rows are streams of their own: each its own count of samples seen.
-    audio = tf.concat([kept, samples], axis=1)
+    # Joined as whole frame steps (`keep` is a multiple of the step), so
+    # that the reshapes stay in the graph between the join and its use.
+    whole_steps = tf.concat(
+        [
+            tf.reshape(kept, [rows, -1, step]),
+            tf.reshape(samples, [rows, -1, step]),
+        ],
+        axis=1,
+    )
+    audio = tf.reshape(whole_steps, [rows, -1])
     total = seen + tf.shape(samples)[1]
 
     def committed_count(n):
