@@ -427,7 +427,7 @@ def _speech_frontend(model, staging):
 
     path = os.path.join(staging, "frontend")
     signatures = _write_litert_saved_model(
-        model, specs, frontend, path, 1, stream=False
+        model, specs, frontend, path, 1, with_stream=False
     )
     converter = tf.lite.TFLiteConverter.from_saved_model(
         path, signature_keys=signatures
@@ -590,23 +590,23 @@ def _sentiment_api(model, batch_size):
 
 
 def _write_litert_saved_model(
-    model, specs, serve, path, batch_size, full_integer=False, stream=True
+    model, specs, serve, path, batch_size, full_integer=False, with_stream=True
 ):
     """The model's inference graph for the converter, as a SavedModel.
 
     Returns:
         The signature names: `serving_default`, and `stream` for a model
-        that can stream (`lstm_keras.export.streaming`), unless `stream`
-        is false or the graph is for a `full_integer` file.
+        that can stream (`lstm_keras.export.streaming`), unless
+        `with_stream` is false or the graph is for a `full_integer` file.
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
     signatures = ["serving_default"]
-    stream = stream and not full_integer
+    with_stream = with_stream and not full_integer
     with export_context.litert_tracing(full_integer=full_integer):
         with export_context.inference_dropout_off(model):
             archive.add_endpoint("serving_default", serve, specs)
-            if stream and streaming.streaming_problem(model) is None:
+            if with_stream and streaming.streaming_problem(model) is None:
                 stream, stream_specs = streaming.stream_signature(
                     model, batch_size
                 )

@@ -165,9 +165,8 @@ def stream_step(model, samples, state):
     # LiteRT runs no assertions. There a state of the wrong width fails
     # this reshape, and a chunk that is not a multiple of the frame step
     # the reshape into whole frame steps below, instead of giving wrong
-    # probabilities.
-    # The batch size, static where it is known (LiteRT's converter needs it
-    # so further on).
+    # probabilities. The batch size is static where it is known, which
+    # LiteRT's converter needs further on.
     rows = samples.shape[0]
     if rows is None:
         rows = tf.shape(samples)[0]

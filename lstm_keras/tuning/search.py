@@ -477,16 +477,23 @@ def _tune(config, tune_dir, hypermodel_class):
     with serving:
         tuner.search(
             data["train"],
-            validation=data["validation"],
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            num_train=data["num_train"],
-            train_evaluation=data["train_evaluation"],
             verbose=config.verbose,
+            **_fit_arguments(config, data),
         )
     if distributed_role() == "worker":
         return None
     return finish(config, tune_dir, tuner, splits, data, hypermodel_class)
+
+
+def _fit_arguments(config, data):
+    """What each trial's and the baseline's training share, after the data."""
+    return {
+        "validation": data["validation"],
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "num_train": data["num_train"],
+        "train_evaluation": data["train_evaluation"],
+    }
 
 
 def finish(config, tune_dir, tuner, splits, data, hypermodel_class=None):
@@ -553,11 +560,7 @@ def train_baseline(config, tune_dir, splits, data, hypermodel_class=None):
         hp,
         model,
         data["train"],
-        validation=data["validation"],
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        num_train=data["num_train"],
-        train_evaluation=data["train_evaluation"],
+        **_fit_arguments(config, data),
         callbacks=[
             keras.callbacks.ModelCheckpoint(
                 checkpoint,
