@@ -59,8 +59,14 @@ test-tensorflow: $(VENV)/.installed-test
 	-$(PY) -m training.build_ops
 	KERAS_BACKEND=tensorflow $(PYTEST) tests
 
+# The tests build many layers of the same shapes, whose XLA programs are the
+# same: JAX's compilation cache (a fresh one each run) compiles each once.
 test-jax: $(VENV)/.installed-test
-	KERAS_BACKEND=jax $(PYTEST) -m "not tensorflow_only" $(CORE_TESTS)
+	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
+	KERAS_BACKEND=jax JAX_COMPILATION_CACHE_DIR=$$cache \
+	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
+	$(PYTEST) -m "not tensorflow_only" $(CORE_TESTS)
 
 test-torch: $(VENV)/.installed-test
 	KERAS_BACKEND=torch $(PYTEST) -m "not tensorflow_only" $(CORE_TESTS)
