@@ -18,10 +18,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from lstm_keras.export.litert import QUANTIZATIONS
 from lstm_keras.export.litert import FullIntegerSpeech
 from lstm_keras.export.litert import export_litert
 
-QUANTIZATIONS = ("none", "dynamic", "int8", "full_int8")
 LATENCY_ROUNDS = 20
 CALLS_PER_ROUND = 10
 
