@@ -4,7 +4,6 @@ outputs, NaN trials, corrupt state, SIGKILL and resume, chief and workers.
 The models are tiny (4-8 units), so a trial takes a second or two.
 """
 
-import csv
 import itertools
 import json
 import os
@@ -359,53 +358,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-# Three TensorFlow processes: the slowest test of distributed tuning, kept
-# in `make test` because it is the one with several workers.
-def test_chief_and_two_workers_run_each_trial_once(data_dirs, tmp_path):
-    tune_dir = tmp_path / "distributed"
-    # One epoch a trial: what is tested is who runs which trial.
-    args = tiny_args(data_dirs, tune_dir, 4, "--no-baseline", "--epochs", "1")
-    address = {
-        "KERASTUNER_ORACLE_IP": "127.0.0.1",
-        "KERASTUNER_ORACLE_PORT": str(free_port()),
-    }
-    processes = {
-        tuner_id: run_command(
-            args, env={**address, "KERASTUNER_TUNER_ID": tuner_id}
-        )
-        for tuner_id in ("chief", "worker0", "worker1")
-    }
-    outputs = {}
-    try:
-        for tuner_id, process in processes.items():
-            outputs[tuner_id] = process.communicate(timeout=300)[0]
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-    for tuner_id, process in processes.items():
-        assert process.returncode == 0, outputs[tuner_id]
-    assert "worker: search finished" in outputs["worker0"]
-
-    events = read_run_log(tune_dir / "search")
-    for trial_id in ("0", "1", "2", "3"):
-        for event in ("start", "end"):
-            ran = [e for e in events if e["trial_id"] == trial_id
-                   and e["event"] == event]  # fmt: skip
-            assert len(ran) == 1, events
-    assert {e["tuner_id"] for e in events} == {"worker0", "worker1"}
-    assert len({e["pid"] for e in events}) == 2
-
-    with open(tune_dir / "results.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
-    assert {r["tuner_id"] for r in rows} == {"worker0", "worker1"}
-    with open(tune_dir / "summary.json") as f:
-        summary = json.load(f)
-    assert summary["baseline"] is None
-    assert (tune_dir / "best" / "model.keras").exists()
-
-
 def test_worker_without_a_chief_fails_naming_the_address(data_dirs, tmp_path):
     port = free_port()
     args = tiny_args(data_dirs, tmp_path / "lonely", 2, "--chief-timeout", "2")
@@ -438,62 +390,89 @@ def _wait_for(predicate, timeout, processes):
     raise AssertionError("timed out")
 
 
-# A chief, a worker SIGKILLed mid-trial and the same worker restarted, then
-# the chief SIGKILLed and restarted while the worker trains: ~90 s.
-def test_killed_worker_and_chief_restart_and_every_trial_completes_once(
+# A chief and two workers; worker0 SIGKILLed mid-trial and restarted under
+# its id, then the chief SIGKILLed and restarted while the workers train.
+def test_chief_and_workers_survive_kills_and_run_each_trial_once(
     data_dirs, tmp_path
 ):
     tune_dir = tmp_path / "faults"
-    args = tiny_args(data_dirs, tune_dir, 3, "--no-baseline")
+    args = tiny_args(data_dirs, tune_dir, 4, "--no-baseline")
     address = {
         "KERASTUNER_ORACLE_IP": "127.0.0.1",
         "KERASTUNER_ORACLE_PORT": str(free_port()),
     }
     chief_env = {**address, "KERASTUNER_TUNER_ID": "chief"}
-    worker_env = {**address, "KERASTUNER_TUNER_ID": "worker0"}
     log_dir = tune_dir / "search"
 
-    def events(kind):
-        return [e for e in read_run_log(log_dir) if e["event"] == kind]
+    def worker(tuner_id):
+        return run_command(
+            args, env={**address, "KERASTUNER_TUNER_ID": tuner_id}
+        )
+
+    def events(kind, tuner_id=None):
+        return [
+            e
+            for e in read_run_log(log_dir)
+            if e["event"] == kind and tuner_id in (None, e["tuner_id"])
+        ]
 
     chief = run_command(args, env=chief_env)
-    worker = run_command(args, env=worker_env)
-    processes = [chief, worker]
+    workers = {"worker0": worker("worker0"), "worker1": worker("worker1")}
+    processes = [chief, *workers.values()]
     try:
-        # The worker dies in its first trial and comes back under its id.
-        _wait_for(lambda: events("start"), 240, processes)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-        assert not events("end")
-        worker = run_command(args, env=worker_env)
-        processes = [chief, worker]
-        # The chief dies while the worker trains its second trial.
-        _wait_for(lambda: len(events("start")) >= 3, 240, processes)
+        # worker0 dies in its first trial and comes back under its id.
+        _wait_for(lambda: events("start", "worker0"), 240, processes)
+        workers["worker0"].send_signal(signal.SIGKILL)
+        workers["worker0"].wait()
+        assert not events("end", "worker0")
+        workers["worker0"] = worker("worker0")
+        processes = [chief, *workers.values()]
+        # The chief dies once the last trial has been handed out.
+        _wait_for(
+            lambda: {e["trial_id"] for e in events("start")} >= {"3"},
+            240,
+            processes,
+        )
         chief.send_signal(signal.SIGKILL)
         chief.wait()
         chief = run_command(args, env=chief_env)
-        processes = [chief, worker]
-        worker_output = worker.communicate(timeout=300)[0]
-        chief_output = chief.communicate(timeout=300)[0]
+        processes = [chief, *workers.values()]
+        outputs = {
+            tuner_id: process.communicate(timeout=300)[0]
+            for tuner_id, process in workers.items()
+        }
+        outputs["chief"] = chief.communicate(timeout=300)[0]
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    assert worker.returncode == 0, worker_output
-    assert chief.returncode == 0, chief_output
+    for tuner_id, process in [*workers.items(), ("chief", chief)]:
+        assert process.returncode == 0, outputs[tuner_id]
+        if tuner_id != "chief":
+            assert "worker: search finished" in outputs[tuner_id]
 
     log = read_run_log(log_dir)
-    for trial_id in ("0", "1", "2"):
+    for trial_id in ("0", "1", "2", "3"):
         ends = [e for e in log if e["trial_id"] == trial_id
                 and e["event"] == "end"]  # fmt: skip
         assert len(ends) == 1, log
-    # The killed worker's trial ran again, in the restarted process.
-    first = [e for e in log if e["trial_id"] == "0"]
+    # The killed worker's trial ran again, in the restarted process; the
+    # other worker's trials ran once each.
+    killed = events("start", "worker0")[0]["trial_id"]
+    first = [e for e in log if e["trial_id"] == killed]
     assert [e["event"] for e in first] == ["start", "start", "end"], log
     assert first[0]["pid"] != first[1]["pid"] == first[2]["pid"]
+    for trial_id in {"0", "1", "2", "3"} - {killed}:
+        starts = [e for e in log if e["trial_id"] == trial_id
+                  and e["event"] == "start"]  # fmt: skip
+        assert len(starts) == 1, log
+    assert {e["tuner_id"] for e in log} == {"worker0", "worker1"}
     rows = read_results_csv(tune_dir / "results.csv")
-    assert [r["trial_id"] for r in rows] == ["0", "1", "2"]
+    assert [r["trial_id"] for r in rows] == ["0", "1", "2", "3"]
     assert {r["status"] for r in rows} == {"COMPLETED"}
+    with open(tune_dir / "summary.json") as f:
+        assert json.load(f)["baseline"] is None
+    assert (tune_dir / "best" / "model.keras").exists()
 
 
 def test_chief_timeout_must_be_positive(data_dirs, tmp_path, capsys):
