@@ -152,7 +152,10 @@ def test_classifier_with_subwords_saves_and_serves(tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_array_equal(loaded.predict(texts, verbose=0), expected)
     version = export.export_for_serving(
-        model, os.path.join(tmp_path, "serving"), verbose=False
+        model,
+        os.path.join(tmp_path, "serving"),
+        litert_signature=False,
+        verbose=False,
     )
     assert export.nonstandard_ops(version) == set()
     served = tf.saved_model.load(version).signatures["serving_default"]

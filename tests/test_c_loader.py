@@ -198,7 +198,7 @@ def export_with(exporter, model, path):
         model.export(path, verbose=False)
         # `model.export` names the outputs `output_<i>`.
         return [f"output_{i}" for i in range(len(model.outputs))]
-    export.write_saved_model(model, path)
+    export.write_saved_model(model, path, litert_signature=False)
     # Ours names them as the model does: the output layer's name, or
     # `output_<i>` where two outputs come from one layer.
     if isinstance(model, keras.Sequential):
@@ -260,7 +260,11 @@ def frames_model(tmp_path_factory):
     randomize(model, seed=2)
     base = tmp_path_factory.mktemp("frames")
     path = export.export_for_serving(
-        model, base, class_names=["a", "b", "c"], verbose=False
+        model,
+        base,
+        class_names=["a", "b", "c"],
+        litert_signature=False,
+        verbose=False,
     )
     return model, path
 

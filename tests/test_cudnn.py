@@ -644,6 +644,10 @@ def test_saved_models_hold_no_cudnn_op_while_a_gpu_is_visible(
 
     # And `export_for_serving` traces with fast paths disabled.
     path = export.export_for_serving(
-        model, tmp_path / "served", class_names=["a", "b"], verbose=False
+        model,
+        tmp_path / "served",
+        class_names=["a", "b"],
+        litert_signature=False,
+        verbose=False,
     )
     assert export.nonstandard_ops(path) == set()

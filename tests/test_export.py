@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 from sample_inputs import RATE
 from sample_inputs import TEXTS
 from sample_inputs import tones
@@ -20,6 +21,7 @@ from lstm_keras import export
 from lstm_keras.applications import SentimentClassifier
 from lstm_keras.applications import SpeechClassifier
 from lstm_keras.applications import runner
+from lstm_keras.backends.tensorflow.build import load_kernels
 from training import export as export_command
 
 pytestmark = pytest.mark.tensorflow_only
@@ -98,7 +100,11 @@ def test_layout_metadata_and_no_leftovers(exported):
             metadata = json.load(f)
         assert metadata["class_names"] == model.class_names
         loaded = tf.saved_model.load(path)
-        assert sorted(loaded.signatures) == ["metadata", "serving_default"]
+        assert sorted(loaded.signatures) == [
+            "litert",
+            "metadata",
+            "serving_default",
+        ]
         constants = loaded.signatures["metadata"](unused=tf.constant(7))
         assert [n.decode() for n in constants["class_names"].numpy()] == (
             model.class_names
@@ -236,6 +242,60 @@ def test_saved_model_cli_shows_and_runs_the_signature(exported, tmp_path):
     assert np.load(tmp_path / "class_name.npy", allow_pickle=True).shape == (3,)
 
 
+def _converted_litert_signature(path):
+    """The export's `litert` signature as a LiteRT file, and its runner."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(path), signature_keys=["litert"]
+    )
+    content = converter.convert()
+    ops, custom = export.litert_ops(content)
+    assert not custom and "WHILE" not in ops, sorted(set(ops))
+    runner_ = Interpreter(model_content=content).get_signature_runner("litert")
+    return ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM"), runner_
+
+
+def test_the_converter_takes_an_export_by_its_litert_signature(
+    exported, tmp_path, rng
+):
+    sentiment, path = exported["sentiment"]
+    assert "BlockLSTM" not in export.graph_ops(path, "litert")
+    fused, run = _converted_litert_signature(path)
+    assert fused == 2  # the BiLSTM's two directions
+    texts = [TEXTS[0], "an unseen word", ""]
+    expected = sentiment(np.array(texts, object))
+    for row, text in enumerate(texts):
+        got = run(**export.sentiment_inputs(sentiment, [text]))
+        np.testing.assert_allclose(
+            got["probabilities"][0], expected[row], atol=1e-5, err_msg=text
+        )
+
+    speech, path = exported["speech"]
+    fused, run = _converted_litert_signature(path)
+    assert fused == 2
+    clip = tones([4100], seed=5)
+    clip[0, 2000:] = 0.0  # padding: masked frames
+    (got,) = run(waveforms=clip).values()
+    np.testing.assert_allclose(got, speech(clip), atol=1e-5)
+
+    # A user's model: masked, stacked, its input's own name.
+    model = keras.Sequential(
+        [
+            keras.Input((None, 3), name="frames"),
+            keras.layers.Masking(0.0),
+            lstm_keras.LSTM(8, return_sequences=True),
+            lstm_keras.LSTM(6),
+            keras.layers.Dense(2),
+        ]
+    )
+    path = export.export_for_serving(model, tmp_path / "user", verbose=False)
+    fused, run = _converted_litert_signature(path)
+    assert fused == 2
+    x = rng.normal(size=(1, 7, 3)).astype("float32")
+    x[:, 5:] = 0.0
+    (got,) = run(frames=x).values()
+    np.testing.assert_allclose(got, model(x), atol=1e-5)
+
+
 def test_graph_is_standard_and_stateless(exported):
     for _, path in exported.values():
         assert export.nonstandard_ops(path) == set()
@@ -287,17 +347,24 @@ def test_scanner_finds_py_funcs_cudnn_and_custom_ops(tmp_path):
     cudnn_path = _save_function(tmp_path / "cudnn", cudnn, spec)
     assert export.nonstandard_ops(cudnn_path) == {"CudnnRNNV3"}
 
-    layer = lstm_keras.LSTM(4)
-    layer.build((None, 5, 3))
+    # The fast path's op, called directly: the layer declines it in every
+    # export, so only a graph built by hand holds it.
+    kernels = load_kernels()
+    if kernels is None:
+        pytest.skip("the TensorFlow fast path's ops cannot be built here")
+
+    def fast_path_op(x):
+        return kernels.lstm_keras_sequence(
+            x=x, kernel=tf.zeros([3, 8]), bias=tf.zeros([8]),
+            recurrent_kernel=tf.zeros([2, 8]), h0=tf.zeros([1, 2]),
+            c0=tf.zeros([1, 2]), mask=tf.zeros([0]),
+            recurrent_mask=tf.zeros([0]),
+        )[0]  # fmt: skip
+
     fast = _save_function(
-        tmp_path / "fast",
-        lambda x: layer(x),
-        tf.TensorSpec([None, 5, 3], "float32"),
-        layer,
+        tmp_path / "fast", fast_path_op, tf.TensorSpec([1, 5, 3], "float32")
     )
     found = export.nonstandard_ops(fast)
-    if not found:
-        pytest.skip("the TensorFlow fast path's ops are not available here")
     assert found == {"LstmKerasSequence"}
 
 
@@ -441,24 +508,24 @@ def test_overwrite_replaces_the_version_and_runner_delegates(tmp_path):
     head = model.get_layer("probabilities")
     texts = tf.constant(TEXTS)
     base = tmp_path / "models"
-    for bias in ([2.0, -2.0], [-2.0, 2.0]):
-        head.bias.assign(bias)
-        path = export.export_for_serving(
-            model, base, overwrite=True, verbose=False
-        )
-        served = tf.saved_model.load(path)
-        np.testing.assert_allclose(
-            served.serve(texts), model.predict(texts, verbose=0), atol=1e-5
-        )
-    assert sorted(os.listdir(base)) == ["1"]
-    # The training command's export: the same signature, replacing.
-    head.bias.assign([0.5, 0.0])
+    # The training command's export: version 1's signature.
+    head.bias.assign([2.0, -2.0])
+    path = str(base / "1")
     runner.export_serving(model, path)
     served = tf.saved_model.load(path).signatures["serving_default"]
     outputs = served(text=texts)
     assert sorted(outputs) == ["class_id", "class_name", "probabilities"]
     np.testing.assert_allclose(
         outputs["probabilities"], model.predict(texts, verbose=0), atol=1e-5
+    )
+    # Other weights replace that version in place.
+    head.bias.assign([-2.0, 2.0])
+    path = export.export_for_serving(
+        model, base, overwrite=True, litert_signature=False, verbose=False
+    )
+    served = tf.saved_model.load(path)
+    np.testing.assert_allclose(
+        served.serve(texts), model.predict(texts, verbose=0), atol=1e-5
     )
     assert sorted(os.listdir(base)) == ["1"]
 
@@ -503,7 +570,9 @@ def test_any_model_keeps_its_names_and_subclassed_ones_take_a_signature(
         "right": rng.normal(size=(3, 4)).astype("float32"),
     }
     inputs["left"][1, 2:] = 0.0
-    path = export.export_for_serving(model, tmp_path / "dict", verbose=False)
+    path = export.export_for_serving(
+        model, tmp_path / "dict", litert_signature=False, verbose=False
+    )
     served = tf.saved_model.load(path).signatures["serving_default"]
     assert sorted(served.structured_input_signature[1]) == ["left", "right"]
     got = served(**{k: tf.constant(v) for k, v in inputs.items()})
@@ -522,7 +591,11 @@ def test_any_model_keeps_its_names_and_subclassed_ones_take_a_signature(
         export.export_for_serving(subclassed, tmp_path / "sub")
     spec = tf.TensorSpec([None, None, 3], tf.float32, name="frames")
     path = export.export_for_serving(
-        subclassed, tmp_path / "sub", input_signature=[spec], verbose=False
+        subclassed,
+        tmp_path / "sub",
+        input_signature=[spec],
+        litert_signature=False,
+        verbose=False,
     )
     served = tf.saved_model.load(path).signatures["serving_default"]
     got = served(frames=tf.constant(frames))

@@ -55,7 +55,10 @@ def speech(tmp_path_factory):
     model.adapt(tones([4000, 3000, 2000, 1000], seed=1))
     model.get_layer("probabilities").bias.assign([0.2, -0.1, 0.5])
     path = export.export_for_serving(
-        model, tmp_path_factory.mktemp("models") / "speech", verbose=False
+        model,
+        tmp_path_factory.mktemp("models") / "speech",
+        litert_signature=False,
+        verbose=False,
     )
     signature = tf.saved_model.load(path).signatures["serving_default"]
 

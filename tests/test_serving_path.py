@@ -333,7 +333,7 @@ def _exported_with(exporter, model, path):
     else:
         from lstm_keras import export
 
-        export.write_saved_model(model, path)
+        export.write_saved_model(model, path, litert_signature=False)
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,9 @@ def model():
 @pytest.fixture(scope="module")
 def exports(model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("stream")
-    export_for_serving(model, folder / "serving", verbose=False)
+    export_for_serving(
+        model, folder / "serving", litert_signature=False, verbose=False
+    )
     litert = export_litert(model, folder / "model.tflite", verbose=False)
     return folder / "serving" / "1", litert["path"]
 
@@ -206,7 +208,9 @@ def test_models_that_cannot_stream_say_why(tmp_path):
         class_names=["a", "b"], sample_rate=RATE, bidirectional=False
     )
     assert "clip_normalization" in streaming.streaming_problem(forward)
-    export_for_serving(default, tmp_path / "m", verbose=False)
+    export_for_serving(
+        default, tmp_path / "m", litert_signature=False, verbose=False
+    )
     loaded = tf.saved_model.load(str(tmp_path / "m" / "1"))
     assert "stream" not in loaded.signatures
     metadata = loaded.signatures["metadata"](unused=tf.constant(0))

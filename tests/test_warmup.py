@@ -305,7 +305,12 @@ def exported(tmp_path_factory):
     )
     speech.adapt(tones([4000, 3000, 2000, 1000], seed=1))
     return {
-        app: (model, export.export_for_serving(model, base / app, verbose=0))
+        app: (
+            model,
+            export.export_for_serving(
+                model, base / app, litert_signature=False, verbose=0
+            ),
+        )
         for app, model in (("sentiment", sentiment), ("speech", speech))
     }
 

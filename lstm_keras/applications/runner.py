@@ -623,8 +623,9 @@ def export_serving(model, path):
     """Writes the serving SavedModel of `model` to `path`, replacing it.
 
     `lstm_keras.export.write_saved_model`: the `serving_default` signature
-    (raw inputs to `probabilities`, `class_id`, `class_name`), written
-    atomically, traced without custom ops, and checked for them.
+    (raw inputs to `probabilities`, `class_id`, `class_name`) and the
+    `litert` one for the TFLite converter, written atomically, traced
+    without custom ops, and checked for them.
     """
     from lstm_keras import export
 

@@ -48,7 +48,10 @@ Quantization (`quantize`):
 `tf.lite.TFLiteConverter.from_keras_model(model)` gives the same graph for
 a model whose inputs have a fixed batch size (`keras.Input(...,
 batch_size=1)`); with a free batch size the LSTMs convert to builtin loops,
-since the fused kernel keeps its states at a size fixed at conversion.
+since the fused kernel keeps its states at a size fixed at conversion. A
+serving export's `litert` signature (`add_litert_endpoint`) is the same
+graph at batch size 1, for `from_saved_model(path,
+signature_keys=["litert"])`.
 """
 
 import itertools
@@ -62,13 +65,16 @@ import tensorflow as tf
 
 from lstm_keras.backends.tensorflow import export_context
 from lstm_keras.export import streaming
-from lstm_keras.export.saved_model import check_exportable
+from lstm_keras.export.signatures import check_exportable
 
 QUANTIZATIONS = ("none", "dynamic", "int8", "full_int8")
 # A sentiment file's `subword_ids` hold every n-gram of tokens up to this
 # many characters (`sentiment_inputs` refuses longer ones).
 MAX_TOKEN_CHARS = 30
 FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
+# The signature of a serving SavedModel that the TFLite converter takes:
+# `from_saved_model(path, signature_keys=[LITERT_SIGNATURE])`.
+LITERT_SIGNATURE = "litert"
 # Examples of the representative data used for int8 calibration.
 CALIBRATION_EXAMPLES = 200
 
@@ -516,6 +522,42 @@ def _litert_api(model, batch_size):
         return outputs
 
     return specs, serve
+
+
+def add_litert_endpoint(archive, model):
+    """Adds the `litert` signature to a serving SavedModel's `archive`.
+
+    The signature is the graph `export_litert` converts, at batch size 1:
+    the fused LSTM kernel's functions where it computes the layer, builtin
+    loops elsewhere (and in TensorFlow, which runs it too). The serving
+    signature cannot be that graph: it runs `BlockLSTM`, which LiteRT has
+    no builtin for, at a free batch size, which the fused kernel cannot
+    take. So `tf.lite.TFLiteConverter.from_saved_model(path,
+    signature_keys=["litert"])` converts an export to a LiteRT file with
+    builtin ops only, as `export_litert(model, ..., batch_size=1)` would.
+
+    Args:
+        archive: The `keras.export.ExportArchive` being written, tracking
+            `model`.
+        model: The exported model.
+
+    Returns:
+        `LITERT_SIGNATURE`, or `None` for a model whose inputs LiteRT
+        cannot take (strings, other than a `SentimentClassifier`'s: its
+        signature takes token ids, as its LiteRT file does; a subclassed
+        model without Keras inputs), which gets no such signature.
+    """
+    try:
+        specs, serve = _litert_api(model, batch_size=1)
+    except ValueError:
+        return None
+    function = tf.function(serve, input_signature=specs, autograph=False)
+    # Traced now, for the converter; the archive keeps this trace.
+    with export_context.litert_tracing():
+        with export_context.inference_dropout_off(model):
+            function.get_concrete_function()
+    archive.add_endpoint(LITERT_SIGNATURE, function)
+    return LITERT_SIGNATURE
 
 
 def sentiment_inputs(model, texts):

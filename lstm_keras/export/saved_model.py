@@ -14,7 +14,13 @@ Writes the layout TF Serving watches, `model_base_path/<version>/`
   normalization) also gets a `stream` signature, `samples` and `state` in,
   `probabilities` and `state` out (`lstm_keras.export.streaming`);
 - any other model gets a `serving_default` signature with the model's own
-  input and output names (`lstm_keras.export.signatures`).
+  input and output names (`lstm_keras.export.signatures`);
+- every model whose inputs LiteRT can take also gets a `litert` signature
+  (batch size 1; a `SentimentClassifier`'s takes token ids), the graph
+  `export_litert` converts, so that the TFLite converter turns the export
+  into a LiteRT file of builtin ops with the LSTMs fused:
+  `tf.lite.TFLiteConverter.from_saved_model(path,
+  signature_keys=["litert"])` (`litert_signature=False` leaves it out).
 
 `assets/metadata.json` describes the signatures (and `class_names.txt`
 lists a classifier's classes in class id order);
@@ -52,7 +58,9 @@ from lstm_keras.export.graph import SIGNATURE
 from lstm_keras.export.graph import describe
 from lstm_keras.export.graph import nonstandard_ops
 from lstm_keras.export.graph import state_writes
+from lstm_keras.export.litert import add_litert_endpoint
 from lstm_keras.export.signatures import METADATA_SIGNATURE
+from lstm_keras.export.signatures import check_exportable
 from lstm_keras.export.signatures import serving_api
 from lstm_keras.export.streaming import STREAM_SIGNATURE
 
@@ -65,6 +73,7 @@ def export_for_serving(
     class_names=None,
     sample_rate=None,
     input_signature=None,
+    litert_signature=True,
     verbose=True,
 ):
     """Exports `model` as version `version` of a TF Serving model.
@@ -89,6 +98,13 @@ def export_for_serving(
         input_signature: List of named `tf.TensorSpec`s, one per input, for
             a model without `inputs` (subclassed); `None` takes the model's
             Keras inputs. Defaults to `None`.
+        litert_signature: Boolean, also write the `litert` signature (batch
+            size 1), which `tf.lite.TFLiteConverter.from_saved_model(path,
+            signature_keys=["litert"])` converts to a LiteRT file of
+            builtin ops, the LSTMs fused (see
+            `lstm_keras.export.litert.add_litert_endpoint`); models whose
+            inputs LiteRT cannot take get none. It adds about as much
+            tracing as the serving signature. Defaults to `True`.
         verbose: Boolean, print where the version went and its signature.
             Defaults to `True`.
 
@@ -132,6 +148,7 @@ def export_for_serving(
         class_names=class_names,
         sample_rate=sample_rate,
         input_signature=input_signature,
+        litert_signature=litert_signature,
     )
     if verbose:
         print(f"Exported version {version} to {path}")
@@ -146,6 +163,7 @@ def write_saved_model(
     class_names=None,
     sample_rate=None,
     input_signature=None,
+    litert_signature=True,
 ):
     """Writes the serving SavedModel to exactly `path`, atomically.
 
@@ -167,7 +185,7 @@ def write_saved_model(
     old = None
     try:
         with tempfile.TemporaryDirectory() as staging, _tracing(model):
-            archive = _archive(model, api)
+            archive = _archive(model, api, litert_signature)
             # `ExportArchive` saves what its root tracks; assets included.
             archive._tf_trackable.assets = _assets(api.spec, staging)
             # Traced here, inside `_tracing`.
@@ -189,31 +207,6 @@ def write_saved_model(
             if leftover is not None and os.path.exists(leftover):
                 shutil.rmtree(leftover, ignore_errors=True)
     return path
-
-
-def check_exportable(model):
-    """Raises a `ValueError` unless `model` is a built, stateless Keras model.
-
-    Shared by the SavedModel and LiteRT exports: neither can carry a state
-    from one request to the next.
-    """
-    if not isinstance(model, keras.Model) or not model.built:
-        raise ValueError(
-            "Argument `model` must be a built Keras model, got "
-            f"{type(model).__name__}: {model!r}."
-        )
-    stateful = [
-        layer.name
-        for layer in model._flatten_layers(include_self=False)
-        if getattr(layer, "stateful", False)
-    ]
-    if stateful:
-        raise ValueError(
-            f"Argument `model` ({model.name!r}) has stateful layers "
-            f"{stateful}; a served request must not depend on the ones "
-            "before it. Rebuild the model with stateful=False (the weights "
-            "load unchanged) and export that."
-        )
 
 
 def _check_written(model, path):
@@ -245,7 +238,7 @@ def _tracing(model):
             yield
 
 
-def _archive(model, api):
+def _archive(model, api, litert_signature):
     """The `keras.export.ExportArchive` of the model's serving API."""
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -268,6 +261,8 @@ def _archive(model, api):
             api.stream,
             [spec for _, spec in api.stream_inputs],
         )
+    if litert_signature:
+        add_litert_endpoint(archive, model)
 
     # `loaded.serve(...)`, the first output, as `model.export` gives it (a
     # Python convenience, not a signature); it calls the same graph.

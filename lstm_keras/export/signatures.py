@@ -114,6 +114,31 @@ class ServingAPI:
         return requests
 
 
+def check_exportable(model):
+    """Raises a `ValueError` unless `model` is a built, stateless Keras model.
+
+    Shared by the SavedModel and LiteRT exports: neither can carry a state
+    from one request to the next.
+    """
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(
+            "Argument `model` must be a built Keras model, got "
+            f"{type(model).__name__}: {model!r}."
+        )
+    stateful = [
+        layer.name
+        for layer in model._flatten_layers(include_self=False)
+        if getattr(layer, "stateful", False)
+    ]
+    if stateful:
+        raise ValueError(
+            f"Argument `model` ({model.name!r}) has stateful layers "
+            f"{stateful}; a served request must not depend on the ones "
+            "before it. Rebuild the model with stateful=False (the weights "
+            "load unchanged) and export that."
+        )
+
+
 def serving_api(
     model, class_names=None, sample_rate=None, input_signature=None
 ):
