@@ -136,13 +136,15 @@ PRIVATE_NAMES = {
     ),
     "save_context": PrivateName(
         "tensorflow.python.saved_model.save_context",
-        uses=("in_save_context",),
+        uses=("in_save_context", "save_context"),
         checked=TENSORFLOW,
         backend="tensorflow",
         used_for="Whether `tf.saved_model.save` is tracing, where the fast "
         "paths that add custom or cuDNN ops decline "
         "(`backends.tensorflow.export_context`; without it only the "
-        "`lstm_keras.export` functions mark exports).",
+        "`lstm_keras.export` functions mark exports); and the context "
+        "itself, entered while `ExportArchive.write_out` first traces its "
+        "endpoints, so that the save reuses those traces.",
     ),
     "tf_framework_config": PrivateName(
         "tensorflow.python.framework.config",

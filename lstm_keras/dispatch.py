@@ -209,7 +209,9 @@ def _register_builtin_fast_paths():
             litert.lstm_sequence,
             serving.lstm_sequence,
         )
-        export_context.install_keras_export_hook()
+        export_context.install_keras_export_hook(
+            prepare=serving.create_stacked_kernels
+        )
         export_context.install_litert_converter_hook()
     elif backend == "jax":
         from lstm_keras.backends.jax import cudnn

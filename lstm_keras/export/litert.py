@@ -551,12 +551,15 @@ def add_litert_endpoint(archive, model):
         specs, serve = _litert_api(model, batch_size=1)
     except ValueError:
         return None
-    function = tf.function(serve, input_signature=specs, autograph=False)
-    # Traced now, for the converter; the archive keeps this trace.
-    with export_context.litert_tracing():
-        with export_context.inference_dropout_off(model):
-            function.get_concrete_function()
-    archive.add_endpoint(LITERT_SIGNATURE, function)
+
+    def litert(*inputs):
+        # Whenever it is traced (the archive traces each endpoint again
+        # inside TensorFlow's save), it is traced for the converter.
+        with export_context.litert_tracing():
+            with export_context.inference_dropout_off(model):
+                return serve(*inputs)
+
+    archive.add_endpoint(LITERT_SIGNATURE, litert, specs)
     return LITERT_SIGNATURE
 
 

@@ -40,6 +40,7 @@ activations or dtypes, and dropout while training.
 
 import weakref
 
+import keras
 import tensorflow as tf
 
 from lstm_keras.backends.tensorflow import cudnn
@@ -256,6 +257,28 @@ def _gate_columns(units, source, target):
 _STACKED_KERNELS = weakref.WeakKeyDictionary()
 
 
+def create_stacked_kernels(archive):
+    """Creates the stacked kernel of every cell an `ExportArchive` tracks.
+
+    Run eagerly when `write_out` starts (`export_context`), before any
+    endpoint is traced: a `tf.function` that was traced in-process before
+    the export may not create variables when it is traced again for it.
+    """
+    for root in getattr(archive, "_tracked", []):
+        if not isinstance(root, keras.layers.Layer):
+            continue
+        for layer in root._flatten_layers():
+            cell = getattr(layer, "cell", None)
+            if cell is not None and _has_stacked_kernel(cell):
+                stacked_kernel(cell)
+
+
+def _has_stacked_kernel(cell):
+    from lstm_keras.lstm_cell import LSTMCell
+
+    return isinstance(cell, LSTMCell) and cell.built
+
+
 def stacked_kernel(cell):
     """A variable holding the cell's `[W; U]` in `BlockLSTM`'s gate order.
 
@@ -266,6 +289,9 @@ def stacked_kernel(cell):
     trains it (it is trainable where `W` is) and every branch of the
     graph sees the update. The cell's own `W` and `U` are saved beside it
     when the export tracks the model, unused by the graph.
+
+    Returns:
+        The variable.
     """
     with tf.init_scope():
         joined = tf.concat(
