@@ -555,7 +555,9 @@ def add_litert_endpoint(archive, model):
     def litert(*inputs):
         # Whenever it is traced (the archive traces each endpoint again
         # inside TensorFlow's save), it is traced for the converter.
-        with export_context.litert_tracing():
+        # The LSTMs read their weights from the export's stacked kernels,
+        # as `serving_default` does, so the export holds them once.
+        with export_context.litert_tracing(in_serving_export=True):
             with export_context.inference_dropout_off(model):
                 return serve(*inputs)
 

@@ -117,7 +117,7 @@ def exporting():
 
 
 @contextlib.contextmanager
-def litert_tracing(full_integer=False):
+def litert_tracing(full_integer=False, in_serving_export=False):
     """Marks the graphs traced inside it as graphs for the TFLite converter.
 
     Implies `export_tracing()`.
@@ -126,16 +126,29 @@ def litert_tracing(full_integer=False):
         full_integer: Boolean, whether the graph is to be quantized to
             integers throughout (`tracing_for_full_integer()`). Defaults to
             `False`.
+        in_serving_export: Boolean, whether the graph is a signature of a
+            serving export (`litert_in_serving_export()`), whose LSTM
+            weights it then reads from the export's stacked kernels, so
+            that the export saves them once. Defaults to `False`.
     """
     depth = getattr(_STATE, "litert_depth", 0)
-    outer = getattr(_STATE, "full_integer", False)
+    outer = (
+        getattr(_STATE, "full_integer", False),
+        getattr(_STATE, "litert_in_serving", False),
+    )
     _STATE.litert_depth = depth + 1
     _STATE.full_integer = full_integer
+    _STATE.litert_in_serving = in_serving_export
     try:
         yield
     finally:
         _STATE.litert_depth = depth
-        _STATE.full_integer = outer
+        _STATE.full_integer, _STATE.litert_in_serving = outer
+
+
+def litert_in_serving_export():
+    """Whether the LiteRT graph traced now is a serving export's signature."""
+    return tracing_for_litert() and getattr(_STATE, "litert_in_serving", False)
 
 
 def tracing_for_full_integer():

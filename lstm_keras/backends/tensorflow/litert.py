@@ -189,12 +189,13 @@ def _fused(layer, weights, x, h0, c0):
     else:
         init_h = _not_constant(h0, x, f"{layer.name}/h")
         init_c = _not_constant(c0, x, f"{layer.name}/c")
+    kernel, recurrent_kernel = weights.in_keras_order()
     last_output, outputs, h, c, _ = function(
         tf.reshape(x, [x.shape[0], -1, x.shape[2]]),
         init_h,
         init_c,
-        weights.kernel,
-        weights.recurrent_kernel,
+        kernel,
+        recurrent_kernel,
         weights.bias,
     )
     return last_output, outputs, h, c

@@ -167,8 +167,9 @@ class _Weights:
         units = cell.units
         self.units = units
         self.stacked = None
-        if export_context.tracing_export_archive() and not (
-            export_context.tracing_for_litert()
+        if export_context.tracing_export_archive() and (
+            not export_context.tracing_for_litert()
+            or export_context.litert_in_serving_export()
         ):
             self.stacked = tf.convert_to_tensor(stacked_kernel(cell))
             self.gates = BLOCK_GATES
@@ -210,6 +211,16 @@ class _Weights:
         weights.use_peepholes = False
         weights.peepholes = [tf.zeros([units], tf.float32)] * 3
         return weights
+
+    def in_keras_order(self):
+        """`(kernel, recurrent_kernel)` with the gates in Keras's order."""
+        if self.gates == KERAS_GATES:
+            return self.kernel, self.recurrent_kernel
+        columns = _gate_columns(self.units, self.gates, KERAS_GATES)
+        return (
+            tf.gather(self.kernel, columns, axis=1),
+            tf.gather(self.recurrent_kernel, columns, axis=1),
+        )
 
     def in_loop_order(self):
         """These weights with the gates as `_cell` takes them.
