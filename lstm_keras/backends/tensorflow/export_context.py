@@ -29,10 +29,10 @@ would refuse as untracked.
 
 An endpoint that was traced before the export (a `tf.function` called
 in-process, then passed to `ExportArchive.add_endpoint` without an
-`input_signature`) is traced again in `write_out`, for the export; as
-`tf.function` lets only a first trace create variables, that trace
-assembles each cell's `[W; U]` per call instead of holding it in a
-variable.
+`input_signature`) is traced again in `write_out`, for the export. As
+`tf.function` lets only a first trace create variables, the variables
+that trace reads (`serving`'s stacked kernels) are created eagerly when
+`write_out` starts (`install_keras_export_hook`'s `prepare`).
 """
 
 import contextlib
