@@ -323,9 +323,8 @@ def test_graph_is_standard_and_stateless(exported):
     assert cells and all(cell.dropout == 0.2 for cell in cells)
 
 
-def _save_function(path, function, spec, layer=None):
+def _save_function(path, function, spec):
     module = tf.Module()
-    module.layer = layer
     module.f = tf.function(function, input_signature=[spec])
     tf.saved_model.save(module, str(path), signatures=module.f)
     return str(path)
