@@ -189,7 +189,7 @@ def _fused(layer, weights, x, h0, c0):
     else:
         init_h = _not_constant(h0, x, f"{layer.name}/h")
         init_c = _not_constant(c0, x, f"{layer.name}/c")
-    kernel, recurrent_kernel = weights.in_keras_order()
+    kernel, recurrent_kernel = weights.kernels_in(serving.KERAS_GATES)
     last_output, outputs, h, c, _ = function(
         tf.reshape(x, [x.shape[0], -1, x.shape[2]]),
         init_h,

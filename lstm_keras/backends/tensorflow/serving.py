@@ -46,6 +46,7 @@ import tensorflow as tf
 from lstm_keras.backends.tensorflow import cudnn
 from lstm_keras.backends.tensorflow import export_context
 from lstm_keras.fast_path_conditions import standard_lstm_mismatch
+from lstm_keras.lstm_cell import LSTMCell
 
 # Rows up to which BlockLSTM beats the sharded loop on a 2-core x86-64.
 BLOCK_LSTM_MAX_BATCH = 4
@@ -212,11 +213,11 @@ class _Weights:
         weights.peepholes = [tf.zeros([units], tf.float32)] * 3
         return weights
 
-    def in_keras_order(self):
-        """`(kernel, recurrent_kernel)` with the gates in Keras's order."""
-        if self.gates == KERAS_GATES:
+    def kernels_in(self, gates):
+        """`(kernel, recurrent_kernel)` with their columns in `gates` order."""
+        if gates == self.gates:
             return self.kernel, self.recurrent_kernel
-        columns = _gate_columns(self.units, self.gates, KERAS_GATES)
+        columns = _gate_columns(self.units, self.gates, gates)
         return (
             tf.gather(self.kernel, columns, axis=1),
             tf.gather(self.recurrent_kernel, columns, axis=1),
@@ -232,11 +233,7 @@ class _Weights:
         loop.__dict__.update(self.__dict__)
         loop.stacked = None
         loop.gates = LOOP_GATES
-        kernel_columns = _gate_columns(self.units, self.gates, LOOP_GATES)
-        loop.kernel = tf.gather(self.kernel, kernel_columns, axis=1)
-        loop.recurrent_kernel = tf.gather(
-            self.recurrent_kernel, kernel_columns, axis=1
-        )
+        loop.kernel, loop.recurrent_kernel = self.kernels_in(LOOP_GATES)
         loop.bias = tf.gather(
             self.bias, _gate_columns(self.units, KERAS_GATES, LOOP_GATES)
         )
@@ -280,14 +277,8 @@ def create_stacked_kernels(archive):
             continue
         for layer in root._flatten_layers():
             cell = getattr(layer, "cell", None)
-            if cell is not None and _has_stacked_kernel(cell):
+            if isinstance(cell, LSTMCell) and cell.built:
                 stacked_kernel(cell)
-
-
-def _has_stacked_kernel(cell):
-    from lstm_keras.lstm_cell import LSTMCell
-
-    return isinstance(cell, LSTMCell) and cell.built
 
 
 def stacked_kernel(cell):
