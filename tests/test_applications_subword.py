@@ -91,6 +91,22 @@ def test_gradient_spreads_over_each_tokens_ngrams():
     np.testing.assert_allclose(grad.numpy(), expected, atol=1e-6)
 
 
+def test_gradient_holds_each_row_once():
+    layer, _ = make_layer()
+    # "film" and "films" share "<fi", "fil", "ilm", "<fil", "film", ...
+    texts = tf.constant(["film films", "film"])
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(layer([texts, tf.zeros((2, 2), "int64")]))
+    grad = tape.gradient(total, layer.embeddings.value)
+    assert isinstance(grad, tf.IndexedSlices)
+    indices = grad.indices.numpy()
+    occurrences = np.concatenate(
+        [reference_rows(t) for t in ["film", "films", "film"]]
+    )
+    assert len(occurrences) > len(np.unique(occurrences))
+    assert sorted(indices) == sorted(np.unique(occurrences))
+
+
 def test_config_round_trip_and_bad_arguments():
     layer = SubwordEmbedding(10, 4, ngram_widths=(2, 3), max_length=7)
     clone = SubwordEmbedding.from_config(layer.get_config())
