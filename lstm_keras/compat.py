@@ -298,6 +298,22 @@ PRIVATE_ATTRIBUTES = (
         "and a `serve` function (`export.saved_model`).",
     ),
     PrivateAttribute(
+        "keras.export.ExportArchive()",
+        "_filter_and_track_resources",
+        backend="tensorflow",
+        used_for="Where `write_out` first traces the endpoints; wrapped to "
+        "trace them in TensorFlow's save context, so that the save reuses "
+        "those traces (`backends.tensorflow.export_context`).",
+    ),
+    PrivateAttribute(
+        "keras.export.ExportArchive(), tracking a layer",
+        "_tracked",
+        backend="tensorflow",
+        used_for="The layers and models an archive tracks, whose LSTM cells "
+        "get their stacked kernels before any endpoint is traced "
+        "(`backends.tensorflow.serving.create_stacked_kernels`).",
+    ),
+    PrivateAttribute(
         TFLITE_KERAS_CONVERTER,
         "_convert_keras_to_saved_model",
         checked=TENSORFLOW,

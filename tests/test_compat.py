@@ -67,6 +67,14 @@ def _built_adam():
     return optimizer
 
 
+def _tracking_archive():
+    layer = keras.layers.Dense(1)
+    layer.build((None, 2))
+    archive = keras.export.ExportArchive()
+    archive.track(layer)
+    return archive
+
+
 def _tflite_keras_converter():
     import tensorflow as tf
 
@@ -93,6 +101,7 @@ OWNERS = {
     "keras.optimizers.Adam": lambda: keras.optimizers.Adam,
     "keras.optimizers.Adam(use_ema=True), built": _built_adam,
     "keras.export.ExportArchive()": lambda: keras.export.ExportArchive(),
+    "keras.export.ExportArchive(), tracking a layer": _tracking_archive,
     compat.TFLITE_KERAS_CONVERTER: _tflite_keras_converter,
     "keras_tuner.Oracle": _keras_tuner("Oracle"),
     "keras_tuner.Tuner": _keras_tuner("Tuner"),
