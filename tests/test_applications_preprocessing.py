@@ -8,6 +8,7 @@ import tensorflow as tf
 from lstm_keras.applications import ClipMeanNormalization
 from lstm_keras.applications import FitLength
 from lstm_keras.applications import LogMelSpectrogram
+from lstm_keras.applications import SpectrogramMasking
 from lstm_keras.applications import TextStandardization
 from lstm_keras.applications import WaveformAugmentation
 from lstm_keras.applications.preprocessing import mel_weight_matrix
@@ -233,3 +234,85 @@ def test_augmentation_inside_model_is_training_only(rng):
     batch = clips_batch(rng, [500, 200])
     np.testing.assert_array_equal(model.predict(batch, verbose=0), batch)
     assert model(batch, training=True).shape[1] != batch.shape[1]
+
+
+# Spectrogram masking.
+
+
+def zero_runs(flags):
+    """Lengths of the runs of True in a 1-D boolean array."""
+    runs, length = [], 0
+    for flag in list(flags) + [False]:
+        if flag:
+            length += 1
+        elif length:
+            runs.append(length)
+            length = 0
+    return runs
+
+
+def test_masking_is_identity_at_inference(rng):
+    layer = SpectrogramMasking(seed=0)
+    features = rng.normal(size=(3, 20, 12)).astype("float32")
+    np.testing.assert_array_equal(layer(features), features)
+    np.testing.assert_array_equal(layer(features, training=False), features)
+
+
+def test_masking_zeroes_whole_bands_and_spans_inside_real_frames(rng):
+    # Features with no zero of their own: every zero is a mask's.
+    features = rng.uniform(1.0, 2.0, size=(64, 30, 16)).astype("float32")
+    lengths = rng.integers(5, 31, size=64)
+    mask = np.arange(30)[None, :] < lengths[:, None]
+    layer = SpectrogramMasking(
+        frequency_masks=2,
+        max_frequency_mask_bins=3,
+        time_masks=2,
+        max_time_mask_frames=4,
+        seed=1,
+    )
+    out = layer(features, mask=mask, training=True).numpy()
+    zero = out == 0
+    np.testing.assert_array_equal(out[~zero], features[~zero])
+    masked_bins = zero.all(axis=1)  # <bool>[batch, bins]
+    masked_frames = zero.all(axis=2)  # <bool>[batch, frames]
+    # Every zero lies in a masked band or a masked frame span.
+    np.testing.assert_array_equal(
+        zero, masked_bins[:, None, :] | masked_frames[:, :, None]
+    )
+    for row in range(64):
+        bands = zero_runs(masked_bins[row])
+        spans = zero_runs(masked_frames[row])
+        # Two masks of width <= w cover at most 2 w cells, in <= 2 runs.
+        assert len(bands) <= 2 and sum(bands) <= 6
+        assert len(spans) <= 2 and sum(spans) <= 8
+        # Time masks fall on real frames only.
+        assert not masked_frames[row, lengths[row] :].any()
+    # Widths are drawn from 0..max: over 64 clips some band is the widest.
+    assert max(max(zero_runs(r), default=0) for r in masked_bins) >= 3
+    assert masked_frames.any(axis=1).mean() > 0.5
+
+
+def test_masking_passes_the_frame_mask_on(rng):
+    # An LSTM behind the layer skips the padding as it does without it: at
+    # inference the outputs match those of the same LSTM fed directly.
+    inputs = keras.Input((None, 4))
+    masked = keras.layers.Masking()(inputs)
+    lstm = keras.layers.LSTM(3, seed=0)
+    with_layer = keras.Model(inputs, lstm(SpectrogramMasking(seed=2)(masked)))
+    direct = keras.Model(inputs, lstm(masked))
+    unmasked = keras.Model(inputs, lstm(inputs))
+    batch = rng.uniform(1.0, 2.0, size=(2, 6, 4)).astype("float32")
+    batch[0, 3:] = 0.0
+    expected = direct.predict(batch, verbose=0)
+    np.testing.assert_allclose(
+        with_layer.predict(batch, verbose=0), expected, atol=1e-6
+    )
+    assert np.abs(unmasked.predict(batch, verbose=0) - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "argument", ["frequency_masks", "max_time_mask_frames"]
+)
+def test_masking_rejects_negative_counts(argument):
+    with pytest.raises(ValueError, match=argument):
+        SpectrogramMasking(**{argument: -1})

@@ -200,3 +200,43 @@ def test_learns_digits_from_a_slice_of_fsdd():
     )  # fmt: skip
     _, accuracy = model.evaluate(test.padded_batch(50), verbose=0)
     assert accuracy > 0.8
+
+
+def test_spectrogram_masking_trains_only_and_round_trips(tmp_path):
+    # Waveform augmentation that changes nothing, to see the masks alone.
+    still = dict(
+        max_shift_seconds=0.0,
+        max_gain_db=0.0,
+        noise_stddev=0.0,
+        max_speed_change=0.0,
+    )
+    masked = small_model(frequency_masks=2, time_masks=2, **still)
+    plain = small_model(**still)
+    assert "masking" in [layer.name for layer in masked.layers]
+    assert "masking" not in [layer.name for layer in plain.layers]
+    plain.set_weights(masked.get_weights())
+    clips = tones([3000, 1200], seed=2)
+    # Inference skips the masks: the same answers as without them.
+    np.testing.assert_allclose(
+        masked.predict(clips, verbose=0),
+        plain.predict(clips, verbose=0),
+        atol=1e-6,
+    )
+    # Training draws them: the backbone sees other features.
+    sub = keras.Model(masked.input, masked.get_layer("masking").output)
+    before = keras.Model(
+        masked.input, masked.get_layer("clip_normalization").output
+    )
+    assert np.any(sub(clips, training=True).numpy() != before(clips).numpy())
+    path = tmp_path / "masked.keras"
+    masked.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("masking").get_config()["time_masks"] == 2
+    np.testing.assert_allclose(
+        loaded.predict(clips, verbose=0),
+        masked.predict(clips, verbose=0),
+        atol=1e-6,
+    )
+    # `augment=False` turns every augmentation off, masks included.
+    bare = small_model(augment=False, frequency_masks=2, time_masks=2)
+    assert "masking" not in [layer.name for layer in bare.layers]

@@ -189,6 +189,11 @@ APPLICATION_LAYER_CASES = {
         # A training call delays each clip by a random shift.
         unknown_symbolic_dims=True,
     ),
+    "SpectrogramMasking": lambda: dict(
+        init_kwargs={"seed": 0},
+        input_data=sequences(),
+        expected_output_shape=(BATCH, STEPS, FEATURES),
+    ),
     "MemberAverage": lambda: dict(
         init_kwargs={},
         input_data=[

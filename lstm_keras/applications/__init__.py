@@ -23,6 +23,7 @@ from lstm_keras.applications.optimizers import LazyAdam
 from lstm_keras.applications.preprocessing import ClipMeanNormalization
 from lstm_keras.applications.preprocessing import FitLength
 from lstm_keras.applications.preprocessing import LogMelSpectrogram
+from lstm_keras.applications.preprocessing import SpectrogramMasking
 from lstm_keras.applications.preprocessing import TextStandardization
 from lstm_keras.applications.preprocessing import WaveformAugmentation
 from lstm_keras.applications.sentiment import MaxPoolingBackbone
@@ -89,6 +90,7 @@ __all__ = [
     "MaxPoolingBackbone",
     "MemberAverage",
     "SentimentClassifier",
+    "SpectrogramMasking",
     "SpeechClassifier",
     "SubwordEmbedding",
     "TextStandardization",

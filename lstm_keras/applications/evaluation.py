@@ -58,6 +58,11 @@ SPEECH_VARIANTS = {
     "batch_64": {"batch_size": 64},
     "head_dropout_0.5": {"model_options": {"head_dropout": 0.5}},
     "no_clip_normalization": {"model_options": {"clip_normalization": False}},
+    "speed_0.2": {"model_options": {"max_speed_change": 0.2}},
+    "units_256": {"model_options": {"units": 256}},
+    "two_layers": {"model_options": {"num_layers": 2}},
+    "spec_augment": {"model_options": {"frequency_masks": 2, "time_masks": 2}},
+    "patience_12": {"patience": 12},
 }
 SWEEPS = {
     "sst2": {
@@ -69,6 +74,7 @@ SWEEPS = {
         "pooling_last": {"model_options": {"pooling": "last"}},
         "no_subwords": {"model_options": {"subword_buckets": 0}},
         "units_256": {"model_options": {"units": 256}},
+        "members_3": {"model_options": {"num_members": 3}},
     },
     # Speech is chosen on the mean of its two validation accuracies: held-out
     # recordings of the training speakers, and a held-out speaker.

@@ -2,9 +2,9 @@
 
 Text: `TextStandardization` (UTF-8 repair, lowercasing) and `FitLength`
 (truncation to `max_length`) around Keras's `TextVectorization`. Speech:
-`WaveformAugmentation` (training only) and `LogMelSpectrogram`, whose mask
-marks the frames of each clip's real audio, so that end-zero-padding never
-reaches the LSTM. The layers run inside the models, on TensorFlow (string
+`LogMelSpectrogram`, whose mask marks the frames of each clip's real audio,
+so that end-zero-padding never reaches the LSTM, and, while training only,
+`WaveformAugmentation` before it and `SpectrogramMasking` after it. The layers run inside the models, on TensorFlow (string
 tensors and `tf.debugging` checks need it).
 """
 
@@ -510,6 +510,130 @@ class ClipMeanNormalization(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="lstm_keras")
+class SpectrogramMasking(keras.layers.Layer):
+    """SpecAugment's masks: random mel bands and frame spans set to zero.
+
+    While training, each clip gets `frequency_masks` bands of up to
+    `max_frequency_mask_bins` consecutive bins and `time_masks` spans of up
+    to `max_time_mask_frames` consecutive real frames set to zero (after
+    normalization, zero is the mean: the masked cells carry no evidence).
+    Widths and positions are drawn per clip; time masks fall inside each
+    clip's real frames. A model that cannot lean on one band or one moment
+    learns cues that survive a new voice (Park et al., 2019).
+
+    Args:
+        frequency_masks: Integer >= 0, bands masked per clip. Defaults to
+            `2`.
+        max_frequency_mask_bins: Integer >= 0, widest band. Defaults to `6`.
+        time_masks: Integer >= 0, spans masked per clip. Defaults to `2`.
+        max_time_mask_frames: Integer >= 0, longest span. Defaults to `4`.
+        seed: Integer or `None`, seed of the draws. Defaults to `None`.
+        **kwargs: Base layer arguments.
+
+    Call arguments:
+        features: `(batch, frames, bins)` float tensor.
+        mask: Boolean `(batch, frames)`, `False` at padding; passed on.
+        training: Python boolean; the layer is the identity unless `True`.
+
+    Returns:
+        The masked features, same shape, same mask.
+
+    Example:
+
+    >>> layer = SpectrogramMasking(time_masks=0, seed=0)
+    >>> out = layer(np.ones((1, 5, 8), "float32"), training=True)
+    >>> bool(np.all(np.any(out[0] != 0, axis=1)))  # frames stay
+    True
+    """
+
+    def __init__(
+        self,
+        frequency_masks=2,
+        max_frequency_mask_bins=6,
+        time_masks=2,
+        max_time_mask_frames=4,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("frequency_masks", frequency_masks),
+            ("max_frequency_mask_bins", max_frequency_mask_bins),
+            ("time_masks", time_masks),
+            ("max_time_mask_frames", max_time_mask_frames),
+        ):
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(
+                    f"Received an invalid value for argument `{name}`, "
+                    f"expected an integer >= 0, got {value!r}."
+                )
+        self.frequency_masks = int(frequency_masks)
+        self.max_frequency_mask_bins = int(max_frequency_mask_bins)
+        self.time_masks = int(time_masks)
+        self.max_time_mask_frames = int(max_time_mask_frames)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, features, mask=None, training=False):
+        if not training:
+            return features
+        shape = ops.shape(features)
+        batch, frames, bins = shape[0], shape[1], shape[2]
+        if mask is None:
+            lengths = ops.full((batch,), frames, dtype="int32")
+        else:
+            lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
+        # keep_bins: <float>[batch, bins]; keep_frames: <float>[batch, frames]
+        keep_bins = self._keep(
+            batch, bins, ops.full((batch,), bins, dtype="int32"),
+            self.frequency_masks, self.max_frequency_mask_bins,
+        )  # fmt: skip
+        keep_frames = self._keep(
+            batch, frames, lengths, self.time_masks, self.max_time_mask_frames
+        )
+        keep = keep_frames[:, :, None] * keep_bins[:, None, :]
+        return features * ops.cast(keep, features.dtype)
+
+    def _keep(self, batch, size, lengths, count, max_width):
+        """1.0 outside, 0.0 inside `count` random spans of each row's first
+        `lengths[i]` positions."""
+        positions = ops.arange(size, dtype="int32")[None, :]
+        keep = ops.ones((batch, size), dtype="bool")
+        for _ in range(count if max_width > 0 else 0):
+            width = keras.random.randint(
+                (batch, 1), 0, max_width + 1, seed=self.seed_generator
+            )
+            room = ops.maximum(lengths[:, None] - width + 1, 1)
+            start = ops.cast(
+                keras.random.uniform((batch, 1), seed=self.seed_generator)
+                * ops.cast(room, "float32"),
+                "int32",
+            )
+            inside = ops.logical_and(
+                positions >= start, positions < start + width
+            )
+            keep = ops.logical_and(keep, ops.logical_not(inside))
+        return ops.cast(keep, "float32")
+
+    def compute_mask(self, features, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = {
+            "frequency_masks": self.frequency_masks,
+            "max_frequency_mask_bins": self.max_frequency_mask_bins,
+            "time_masks": self.time_masks,
+            "max_time_mask_frames": self.max_time_mask_frames,
+            "seed": self.seed,
+        }
+        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="lstm_keras")

@@ -7,6 +7,7 @@ import tensorflow as tf
 from lstm_keras.applications.backbone import LSTMBackbone
 from lstm_keras.applications.preprocessing import ClipMeanNormalization
 from lstm_keras.applications.preprocessing import LogMelSpectrogram
+from lstm_keras.applications.preprocessing import SpectrogramMasking
 from lstm_keras.applications.preprocessing import WaveformAugmentation
 from lstm_keras.applications.presets import PRESETS
 from lstm_keras.applications.task import Classifier
@@ -38,6 +39,10 @@ DEFAULT_OPTIONS = {
     "max_gain_db": 6.0,
     "noise_stddev": 0.005,
     "max_speed_change": 0.1,
+    "frequency_masks": 0,
+    "max_frequency_mask_bins": 6,
+    "time_masks": 0,
+    "max_time_mask_frames": 4,
     "lstm_options": None,
     "seed": None,
 }
@@ -59,8 +64,8 @@ class SpeechClassifier(Classifier):
     `WaveformAugmentation` (speed, delay, gain, noise; only while training),
     `LogMelSpectrogram` (frames masked past each clip's real length, so the
     padding never reaches the LSTM), a `Normalization` of the mel bins
-    adapted with `adapt()`, then the backbone's last hidden state and a
-    softmax layer.
+    adapted with `adapt()`, `SpectrogramMasking` (only while training, when
+    enabled), then the backbone's last hidden state and a softmax layer.
 
     Bad inputs: a `waveforms` tensor of rank other than 2 raises a
     `ValueError` naming `waveforms` (rank 3 with a last axis of 1 is
@@ -87,10 +92,17 @@ class SpeechClassifier(Classifier):
             Defaults to `0.0`.
         head_dropout: Float in [0, 1), dropout before the softmax layer.
             Defaults to `0.3`.
-        augment: Boolean, include `WaveformAugmentation`. Defaults to `True`.
+        augment: Boolean, include the training-time augmentations
+            (`WaveformAugmentation`, and `SpectrogramMasking` when its
+            counts are positive). Defaults to `True`.
         max_shift_seconds, max_gain_db, noise_stddev, max_speed_change:
             `WaveformAugmentation` settings; defaults in `DEFAULT_OPTIONS`
             (0.1, 6.0, 0.005, 0.1).
+        frequency_masks, max_frequency_mask_bins, time_masks,
+            max_time_mask_frames: `SpectrogramMasking` settings (masked mel
+            bands and frame spans per clip, while training); defaults in
+            `DEFAULT_OPTIONS` (0, 6, 0, 4). No masking when both counts are
+            0 or `augment` is `False`.
         lstm_options: Dict of further `lstm_keras.LSTM` arguments, or `None`.
             Defaults to `None`.
         seed: Integer or `None`, seed of augmentation and dropout. Defaults
@@ -140,6 +152,10 @@ class SpeechClassifier(Classifier):
         max_gain_db=DEFAULT_OPTIONS["max_gain_db"],
         noise_stddev=DEFAULT_OPTIONS["noise_stddev"],
         max_speed_change=DEFAULT_OPTIONS["max_speed_change"],
+        frequency_masks=DEFAULT_OPTIONS["frequency_masks"],
+        max_frequency_mask_bins=DEFAULT_OPTIONS["max_frequency_mask_bins"],
+        time_masks=DEFAULT_OPTIONS["time_masks"],
+        max_time_mask_frames=DEFAULT_OPTIONS["max_time_mask_frames"],
         lstm_options=DEFAULT_OPTIONS["lstm_options"],
         seed=DEFAULT_OPTIONS["seed"],
         **kwargs,
@@ -156,6 +172,16 @@ class SpeechClassifier(Classifier):
                 max_speed_change=max_speed_change,
                 seed=seed,
                 name="augmentation",
+            )
+        masking = None
+        if augment and (frequency_masks or time_masks):
+            masking = SpectrogramMasking(
+                frequency_masks=frequency_masks,
+                max_frequency_mask_bins=max_frequency_mask_bins,
+                time_masks=time_masks,
+                max_time_mask_frames=max_time_mask_frames,
+                seed=seed,
+                name="masking",
             )
         log_mel = LogMelSpectrogram(
             sample_rate,
@@ -195,6 +221,8 @@ class SpeechClassifier(Classifier):
             features = ClipMeanNormalization(name="clip_normalization")(
                 features
             )
+        if masking is not None:
+            features = masking(features)
         x = backbone(features)
         x = keras.layers.Dropout(head_dropout, seed=seed)(x)
         probabilities = head(x)
@@ -219,6 +247,10 @@ class SpeechClassifier(Classifier):
             "max_gain_db": max_gain_db,
             "noise_stddev": noise_stddev,
             "max_speed_change": max_speed_change,
+            "frequency_masks": frequency_masks,
+            "max_frequency_mask_bins": max_frequency_mask_bins,
+            "time_masks": time_masks,
+            "max_time_mask_frames": max_time_mask_frames,
             "lstm_options": lstm_options,
             "seed": seed,
         }
