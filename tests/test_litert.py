@@ -222,6 +222,12 @@ def speech_model():
     return model
 
 
+def fused_speech_lstms(model):
+    """One fused kernel per direction of each of the model's LSTM layers."""
+    config = model.get_config()
+    return config["num_layers"] * (2 if config["bidirectional"] else 1)
+
+
 @pytest.fixture(scope="module")
 def speech_files(speech_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("litert")
@@ -240,7 +246,7 @@ def speech_files(speech_model, tmp_path_factory):
 
 def test_speech_model_runs_whole_on_builtins(speech_model, speech_files):
     report = speech_files["none"]
-    assert report["fused_lstm"] == 2  # the two directions
+    assert report["fused_lstm"] == fused_speech_lstms(speech_model)
     assert "RFFT2D" not in report["ops"]
     with open(report["labels"]) as f:
         assert f.read().split() == speech_model.class_names
@@ -277,7 +283,7 @@ def test_quantized_files_are_smaller_and_close(
             runner = Interpreter(model_path=report["path"])
             (got,) = runner.get_signature_runner()(waveforms=clip).values()
         assert saved_model_bytes / size >= 3.5, quantize
-        assert report["fused_lstm"] == 2
+        assert report["fused_lstm"] == fused_speech_lstms(speech_model)
         assert np.abs(got - expected).max() < 0.15, quantize
         # An int8 softmax is quantized in steps of 1/256.
         assert abs(got.sum() - 1) < 0.02
@@ -443,7 +449,7 @@ def test_command_writes_a_calibrated_file(speech_model, tmp_path, capsys):
     )
     assert status == 0
     ops, custom = litert_ops(out.read_bytes())
-    assert ops.count(FUSED) == 2 and not custom
+    assert ops.count(FUSED) == fused_speech_lstms(speech_model) and not custom
     assert "QUANTIZE" in ops
 
 
@@ -557,7 +563,7 @@ def test_require_fused_names_the_layers_that_would_loop(speech_model, tmp_path):
     report = export_litert(
         speech_model, tmp_path / "s.tflite", require_fused=True, verbose=False
     )
-    assert report["fused_lstm"] == 2
+    assert report["fused_lstm"] == fused_speech_lstms(speech_model)
     inputs = keras.Input((None, FEATURES), batch_size=1)
     x = _lstm(use_peepholes=True, return_sequences=True, name="peephole")(
         inputs

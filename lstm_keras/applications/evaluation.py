@@ -55,12 +55,9 @@ SPEECH_VARIANTS = {
     "weight_average": {"ema_fraction": 0.25},
     "cosine": {"schedule": "cosine"},
     "no_augmentation": {"model_options": {"augment": False}},
-    "batch_64": {"batch_size": 64},
-    "head_dropout_0.5": {"model_options": {"head_dropout": 0.5}},
+    "head_dropout_0.3": {"model_options": {"head_dropout": 0.3}},
     "no_clip_normalization": {"model_options": {"clip_normalization": False}},
-    "speed_0.2": {"model_options": {"max_speed_change": 0.2}},
-    "units_256": {"model_options": {"units": 256}},
-    "two_layers": {"model_options": {"num_layers": 2}},
+    "one_layer": {"model_options": {"num_layers": 1}},
     "spec_augment": {"model_options": {"frequency_masks": 2, "time_masks": 2}},
     "patience_12": {"patience": 12},
 }
@@ -356,10 +353,18 @@ def plot_sweep(result, path):
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
+    # Variants that score alike share a point and one label.
+    points = {}
     for row in result["variants"]:
-        x, y = row["validation_accuracy"], row["test_accuracy"]
+        xy = (row["validation_accuracy"], row["test_accuracy"])
+        points.setdefault(xy, []).append(row["variant"])
+    # Labels alternate above and below their points, left to right, so
+    # that neighbours' labels do not run into each other.
+    for i, ((x, y), names) in enumerate(sorted(points.items())):
         ax.scatter([x], [y], color="tab:blue")
-        ax.annotate(row["variant"], (x, y), fontsize=7, xytext=(3, 3),
+        ax.annotate("\n".join(names), (x, y), fontsize=7,
+                    xytext=(3, 3) if i % 2 == 0 else (3, -3),
+                    va="bottom" if i % 2 == 0 else "top",
                     textcoords="offset points")  # fmt: skip
     ax.set_xlabel("validation accuracy")
     ax.set_ylabel("test accuracy")

@@ -29,11 +29,15 @@ DEFAULT_OPTIONS = {
     # from 0.81 to 0.94 (0.99 to 0.96 on the training speakers' clips).
     "clip_normalization": True,
     "units": 128,
-    "num_layers": 1,
+    # Two stacked BiLSTMs, not one: 0.988 against 0.972 on held-out
+    # recordings and 0.944 against 0.900 on a held-out speaker (seed 0);
+    # with them, head dropout 0.5 validates as well as 0.3 and trains
+    # fewer epochs before early stopping.
+    "num_layers": 2,
     "bidirectional": True,
     "dropout": 0.0,
     "recurrent_dropout": 0.0,
-    "head_dropout": 0.3,
+    "head_dropout": 0.5,
     "augment": True,
     "max_shift_seconds": 0.1,
     "max_gain_db": 6.0,
@@ -85,13 +89,13 @@ class SpeechClassifier(Classifier):
             Defaults to `True`.
         units: Positive integer, LSTM units (per direction). Defaults to
             `128`.
-        num_layers: Positive integer, stacked LSTMs. Defaults to `1`.
+        num_layers: Positive integer, stacked LSTMs. Defaults to `2`.
         bidirectional: Boolean. Defaults to `True`.
         dropout: Float in [0, 1), the LSTMs' input dropout. Defaults to `0.0`.
         recurrent_dropout: Float in [0, 1), the LSTMs' dropout on `h_prev`.
             Defaults to `0.0`.
         head_dropout: Float in [0, 1), dropout before the softmax layer.
-            Defaults to `0.3`.
+            Defaults to `0.5`.
         augment: Boolean, include the training-time augmentations
             (`WaveformAugmentation`, and `SpectrogramMasking` when its
             counts are positive). Defaults to `True`.

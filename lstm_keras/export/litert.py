@@ -124,9 +124,9 @@ def export_litert(
     Example:
 
     >>> report = export_litert(model, "digits.tflite", quantize="dynamic")
-    Wrote digits.tflite (... MB, quantize=dynamic, batch 1, 2 fused LSTM ops)
-    >>> report["fused_lstm"]
-    2
+    Wrote digits.tflite (... MB, quantize=dynamic, batch 1, 4 fused LSTM ops)
+    >>> report["fused_lstm"]  # the default speech model: 2 BiLSTM layers
+    4
     """
     check_exportable(model)
     specs, serve = _litert_api(model, batch_size)
