@@ -271,7 +271,7 @@ def test_the_converter_takes_an_export_by_its_litert_signature(
 
     speech, path = exported["speech"]
     fused, run = _converted_litert_signature(path)
-    assert fused == 2
+    assert fused == 2 * speech.get_config()["num_layers"]  # two directions each
     clip = tones([4100], seed=5)
     clip[0, 2000:] = 0.0  # padding: masked frames
     (got,) = run(waveforms=clip).values()
