@@ -4,8 +4,9 @@ Text: `TextStandardization` (UTF-8 repair, lowercasing) and `FitLength`
 (truncation to `max_length`) around Keras's `TextVectorization`. Speech:
 `LogMelSpectrogram`, whose mask marks the frames of each clip's real audio,
 so that end-zero-padding never reaches the LSTM, and, while training only,
-`WaveformAugmentation` before it and `SpectrogramMasking` after it. The layers run inside the models, on TensorFlow (string
-tensors and `tf.debugging` checks need it).
+`WaveformAugmentation` before it and `SpectrogramMasking` after it. The
+layers run inside the models, on TensorFlow (string tensors and
+`tf.debugging` checks need it).
 """
 
 import functools
