@@ -28,3 +28,10 @@ def tones(lengths, samples=None, seed=0):
         batch[row, :length] = 0.5 * np.sin(2 * np.pi * frequency * t)
         batch[row, :length] += rng.normal(scale=0.01, size=length)
     return batch
+
+
+def fused_speech_lstms(model):
+    """Fused LSTM ops a `SpeechClassifier`'s LiteRT file holds: one per
+    direction of each of its LSTM layers."""
+    config = model.get_config()
+    return config["num_layers"] * (2 if config["bidirectional"] else 1)

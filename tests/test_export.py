@@ -13,6 +13,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from sample_inputs import RATE
 from sample_inputs import TEXTS
+from sample_inputs import fused_speech_lstms
 from sample_inputs import tones
 
 import lstm_keras
@@ -271,7 +272,7 @@ def test_the_converter_takes_an_export_by_its_litert_signature(
 
     speech, path = exported["speech"]
     fused, run = _converted_litert_signature(path)
-    assert fused == 2 * speech.get_config()["num_layers"]  # two directions each
+    assert fused == fused_speech_lstms(speech)
     clip = tones([4100], seed=5)
     clip[0, 2000:] = 0.0  # padding: masked frames
     (got,) = run(waveforms=clip).values()

@@ -17,6 +17,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from sample_inputs import RATE
 from sample_inputs import TEXTS
+from sample_inputs import fused_speech_lstms
 from sample_inputs import tones
 
 import lstm_keras
@@ -220,12 +221,6 @@ def speech_model():
     )
     model.adapt(tones([3000, 5000, 8000, 4000], seed=1))
     return model
-
-
-def fused_speech_lstms(model):
-    """One fused kernel per direction of each of the model's LSTM layers."""
-    config = model.get_config()
-    return config["num_layers"] * (2 if config["bidirectional"] else 1)
 
 
 @pytest.fixture(scope="module")
