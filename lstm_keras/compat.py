@@ -87,6 +87,21 @@ PRIVATE_NAMES = {
         "masks once per sequence, outside its loop (`LSTMCell`'s base; "
         "also found in a model by the export path).",
     ),
+    "keras_global_state": PrivateName(
+        "keras.src.backend.common.global_state",
+        uses=("get_global_attribute", "set_global_attribute"),
+        used_for="The maps of `keras.saving`'s object-sharing scope, "
+        "suspended while `LSTMBackbone` wraps a layer in "
+        "`keras.layers.Bidirectional`, which serializes it twice "
+        "(`applications.backbone`).",
+    ),
+    "keras_serialization_lib": PrivateName(
+        "keras.src.saving.serialization_lib",
+        uses=("record_object_after_serialization", "get_shared_object"),
+        used_for="Where `keras.saving` tells shared objects by `id()`, "
+        "which `tests/test_applications_backbone.py` makes constant to "
+        "load a bidirectional backbone under address reuse.",
+    ),
     "keras_dtypes": PrivateName(
         "keras.src.backend.common.dtypes",
         uses=("BIT64_TO_BIT32_DTYPE",),

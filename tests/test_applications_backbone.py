@@ -112,6 +112,30 @@ def test_config_round_trip_gives_same_outputs(rng):
     np.testing.assert_allclose(restored(x, mask=mask), expected, atol=1e-6)
 
 
+def test_loads_when_every_object_shares_one_address(rng, tmp_path, monkeypatch):
+    # Inside `load_model`, `keras.saving` tells shared objects by `id()`, and
+    # `Bidirectional` serializes the layer it wraps twice. An object freed at
+    # the address a new layer then takes used to hand the backward layer a
+    # wrong object. A constant `id()` is that address reuse at every step.
+    from lstm_keras.compat import keras_serialization_lib
+
+    inputs = keras.Input((T, D))
+    outputs = LSTMBackbone(units=H, num_layers=2, bidirectional=True)(inputs)
+    model = keras.Model(inputs, outputs)
+    x, _ = padded_batch(rng)
+    path = str(tmp_path / "backbone.keras")
+    model.save(path)
+    monkeypatch.setattr(
+        keras_serialization_lib, "id", lambda obj: 1, raising=False
+    )
+    restored = keras.models.load_model(path)
+    monkeypatch.undo()
+    for wrapper in restored.layers[1].lstm_layers:
+        assert not wrapper.forward_layer.go_backwards
+        assert wrapper.backward_layer.go_backwards
+    np.testing.assert_array_equal(restored(x), model(x))
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -1,8 +1,41 @@
 """`LSTMBackbone`: stacked, optionally bidirectional `lstm_keras.LSTM`s."""
 
+import contextlib
+
 import keras
 
 from lstm_keras.lstm import LSTM
+
+# The global attributes behind `keras.saving`'s object-sharing scope, which
+# `load_model` enters while it rebuilds a model.
+_SHARING_MAPS = (
+    "shared_objects/id_to_obj_map",
+    "shared_objects/id_to_config_map",
+)
+
+
+@contextlib.contextmanager
+def _without_object_sharing():
+    """Suspends `keras.saving`'s object sharing for the enclosed code.
+
+    `keras.layers.Bidirectional` serializes the layer it wraps twice, once
+    per direction. Inside `load_model`'s sharing scope the second copy is
+    marked as shared under the layer's `id()`, and the backward layer is
+    then taken from whatever object was recorded under that id: an object
+    since freed at the same address gives the backward layer the forward
+    one's `go_backwards`, or another layer's weights. Nothing this layer
+    builds is shared, so it builds with the scope's maps set aside.
+    """
+    from lstm_keras.compat import keras_global_state as state
+
+    saved = {name: state.get_global_attribute(name) for name in _SHARING_MAPS}
+    for name in _SHARING_MAPS:
+        state.set_global_attribute(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            state.set_global_attribute(name, value)
 
 
 @keras.saving.register_keras_serializable(package="lstm_keras")
@@ -99,9 +132,10 @@ class LSTMBackbone(keras.layers.Layer):
                 **options,
             )
             if self.bidirectional:
-                layer = keras.layers.Bidirectional(
-                    layer, name=f"bidirectional_{index}"
-                )
+                with _without_object_sharing():
+                    layer = keras.layers.Bidirectional(
+                        layer, name=f"bidirectional_{index}"
+                    )
             self.lstm_layers.append(layer)
         self.supports_masking = True
 
