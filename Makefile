@@ -87,11 +87,11 @@ sweep: $(VENV)/.installed-test
 	$(PY) -m training.sweep fsdd --out runs/sweep
 	$(PY) -m training.sweep fsdd_speaker_validation --out runs/sweep
 
-## tune: KerasTuner search on SST-2 against an untuned baseline (~20 min on 2 cores)
+## tune: Hyperband searches on SST-2 and FSDD around the defaults, each against the default model
 tune: $(VENV)/.installed-test
-	$(PY) -m tuning sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 \
-	    --max-train-examples 20000 --epochs 3 --max-trials 8 --seed 0 \
-	    --model-options '{"pooling": "last", "embedding_dim": 128, "subword_buckets": 0}'
+	-$(PY) -m training.build_ops
+	$(PY) -m tuning sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 --tuner hyperband
+	$(PY) -m tuning speech --data ../shared/data/fsdd --dir runs/tune_fsdd --tuner hyperband
 
 ## bench: speed and memory against keras.layers.LSTM (TF, JAX) and torch.nn.LSTM; results in benchmarks/results/
 bench: $(VENV)/.installed-test

@@ -19,6 +19,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from lstm_keras.applications import DEFAULT_OPTIONS
+from lstm_keras.applications import TASKS
+from lstm_keras.applications.runner import TrainConfig
+from lstm_keras.applications.runner import train_and_evaluate
 from lstm_keras.datasets import load_dataset
 from lstm_keras.datasets import samples_dir
 from lstm_keras.tuning import SentimentHyperModel
@@ -34,6 +38,7 @@ pytestmark = pytest.mark.tensorflow_only
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_OPTIONS = {
     "embedding_dim": 4,
+    "subword_buckets": 0,
     "vocabulary_size": 300,
     "max_length": 12,
     "bidirectional": False,
@@ -63,7 +68,7 @@ def tiny_args(data_dirs, tune_dir, trials=3, *extra):
         "--tfds-data-dir", data_dirs["tfds"], "--max-trials", str(trials),
         "--epochs", "2", "--batch-size", "32", "--units", "4:8",
         "--num-layers", "1:1", "--recurrent-dropout", "0:0",
-        "--baseline-units", "8", "--verbose", "0",
+        "--verbose", "0",
         "--model-options", json.dumps(TINY_OPTIONS), *extra,
     ]  # fmt: skip
 
@@ -111,8 +116,9 @@ def test_search_writes_consistent_outputs(finished_search, data_dirs):
     assert {r["status"] for r in rows} == {"COMPLETED"}
     for row in rows:
         assert row["units"] in ("4", "8") and row["num_layers"] == "1"
-        assert 0 <= float(row["dropout"]) <= 0.5
-        assert 3e-4 <= float(row["learning_rate"]) <= 1e-2
+        assert 0 <= float(row["dropout"]) <= 0.4
+        assert 1e-3 <= float(row["learning_rate"]) <= 1e-2
+        assert row["pooling"] in ("max", "last")
         gap = float(row["val_loss"]) - float(row["train_loss"])
         assert float(row["gap"]) == pytest.approx(gap, abs=1e-6)
         # The best epoch's numbers are those of the trial's history.json.
@@ -136,12 +142,16 @@ def test_search_writes_consistent_outputs(finished_search, data_dirs):
         assert set(summary["best"]) >= {key, "test_accuracy"}
         assert set(summary["baseline"]) >= {key, "test_accuracy"}
     assert summary["best"]["gap"] == pytest.approx(float(best_row["gap"]))
+    # The baseline is the default model; the options the search fixes
+    # (embedding_dim, subword_buckets) are not chosen.
+    defaults = DEFAULT_OPTIONS["sentiment"]
     assert summary["baseline"]["hyperparameters"] == {
-        "units": 8,
-        "num_layers": 1,
-        "dropout": 0.0,
-        "recurrent_dropout": 0.0,
-        "learning_rate": 3e-3,
+        "units": defaults["units"],
+        "num_layers": defaults["num_layers"],
+        "dropout": defaults["dropout"],
+        "recurrent_dropout": defaults["recurrent_dropout"],
+        "learning_rate": TASKS["sentiment"].default_learning_rate,
+        "pooling": defaults["pooling"],
     }
     with open(tune_dir / "baseline" / "history.json") as f:
         baseline_history = json.load(f)
@@ -175,6 +185,34 @@ def test_search_writes_consistent_outputs(finished_search, data_dirs):
     assert metrics["test_accuracy"] == pytest.approx(
         np.mean(predicted == np.array(labels)), abs=1e-6
     )
+
+
+def test_a_whole_budget_trial_is_the_training_run_of_its_options(
+    finished_search, data_dirs, tmp_path
+):
+    # Why the best model is kept from its trial, not trained again.
+    with open(finished_search / "best" / "metrics.json") as f:
+        best = json.load(f)
+    values = best["hyperparameters"]
+    config = TrainConfig(
+        app="sentiment",
+        data=data_dirs["sst2"],
+        tfds_data_dir=data_dirs["tfds"],
+        epochs=2,
+        batch_size=32,
+        learning_rate=values["learning_rate"],
+        model_options={
+            **TINY_OPTIONS,
+            **{k: v for k, v in values.items() if k != "learning_rate"},
+        },
+        verbose=0,
+    )
+    run = train_and_evaluate(config, str(tmp_path / "run"))
+    assert len(run["history"]) == len(best["history"]) == 2
+    for ours, trial in zip(run["history"], best["history"], strict=True):
+        for key in ("val_loss", "val_accuracy"):
+            assert ours[key] == pytest.approx(trial[key], abs=1e-6), key
+    assert run["test_accuracy"] == pytest.approx(best["test_accuracy"])
 
 
 def test_rerunning_a_finished_search_changes_nothing(finished_search):
@@ -267,8 +305,8 @@ def test_nan_trial_is_marked_failed_and_the_search_goes_on(data_dirs, tmp_path):
 TUNER_ARGS = {
     "random": [],
     "bayesian": ["--tuner", "bayesian"],
-    # Hyperband sizes its brackets from the epochs: 3 gives two brackets.
-    "hyperband": ["--tuner", "hyperband", "--epochs", "3"],
+    # Hyperband sizes its brackets from the budget: 3 gives two brackets.
+    "hyperband": ["--tuner", "hyperband", "--max-budget", "3"],
 }
 
 
@@ -343,7 +381,7 @@ def test_search_killed_mid_trial_resumes_and_completes(
         got, want = numbers(row), numbers(reference)
         assert got.keys() == want.keys()
         for key in got:
-            if key in ("trial_id", "status"):
+            if key in ("trial_id", "status", "pooling"):
                 assert got[key] == want[key]
             else:
                 assert float(got[key]) == pytest.approx(

@@ -15,6 +15,7 @@ from lstm_keras.tuning import SearchSpace
 from lstm_keras.tuning import SentimentHyperModel
 from lstm_keras.tuning import SpeechHyperModel
 from lstm_keras.tuning import resume
+from lstm_keras.tuning.hypermodels import TrialRecipe
 from lstm_keras.tuning.hypermodels import summarize_history
 from lstm_keras.tuning.search_space import parse_range
 from tuning import tune as tune_command
@@ -34,12 +35,45 @@ def test_default_space_and_range_parsing():
         "recurrent_dropout": [0.0, 0.3],
         "learning_rate": [3e-4, 1e-2],
         "layer_norm": False,
+        "choices": {},
     }
     assert parse_range("32:256") == (32, 256)
     assert parse_range("1e-4:0.5") == (1e-4, 0.5)
     assert parse_range("0.2") == (0.2, 0.2)
     with pytest.raises(ValueError, match="LOW:HIGH.*'a:b'"):
         parse_range("a:b")
+
+
+@pytest.mark.parametrize("app", ["sentiment", "speech"])
+def test_application_space_covers_its_defaults_and_their_neighbours(app):
+    from lstm_keras.applications import TASKS
+
+    space = SearchSpace.for_app(app)
+    defaults = DEFAULT_OPTIONS[app]
+    for name in ("units", "num_layers", "dropout", "recurrent_dropout"):
+        low, high = getattr(space, name)
+        assert low <= defaults[name] <= high, name
+    assert space.units[0] < defaults["units"]  # a smaller neighbour
+    assert space.num_layers[0] < space.num_layers[1]
+    low, high = space.learning_rate
+    assert low < TASKS[app].default_learning_rate < high
+    assert space.choices  # the options that moved accuracy
+    for name, values in space.choices.items():
+        assert defaults[name] in values and len(values) > 1, name
+
+
+def test_choices_override_per_option_and_are_checked_per_app(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps({"choices": {"pooling": ["last"]}}))
+    space = SearchSpace.from_overrides(str(path), app="sentiment")
+    assert space.choices["pooling"] == ("last",)
+    assert space.choices["embedding_dim"] == (128, 256)  # the app's
+    with pytest.raises(ValueError, match=r"choices \['pooling'\] for speech"):
+        SearchSpace.from_overrides(str(path), app="speech")
+    with pytest.raises(
+        ValueError, match="choice pooling: expected a non-empty"
+    ):
+        SearchSpace(choices={"pooling": []})
 
 
 def test_config_file_then_flags_override_the_defaults(tmp_path):
@@ -98,24 +132,48 @@ def test_command_rejects_invalid_bounds_with_a_clear_error(capsys, tmp_path):
 
 def test_sentiment_hypermodel_defaults_and_built_model():
     hypermodel = SentimentHyperModel(
-        ["negative", "positive"], fixed_options={"embedding_dim": 8}
+        ["negative", "positive"], fixed_options={"vocabulary_size": 50}
     )
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     # Every hyperparameter is named, with the application's defaults.
-    default_units = DEFAULT_OPTIONS["sentiment"]["units"]
+    defaults = DEFAULT_OPTIONS["sentiment"]
     assert hp.values == {
-        "units": default_units,
-        "num_layers": 1,
-        "dropout": 0.2,
-        "recurrent_dropout": 0.0,
+        "units": defaults["units"],
+        "num_layers": defaults["num_layers"],
+        "dropout": defaults["dropout"],
+        "recurrent_dropout": defaults["recurrent_dropout"],
         "learning_rate": 3e-3,
+        "pooling": defaults["pooling"],
+        "embedding_dim": defaults["embedding_dim"],
+        "subword_buckets": defaults["subword_buckets"],
     }
+    assert hp.values == hypermodel.default_values()
+    # A choice given a fixed value is no longer chosen.
+    pinned = SentimentHyperModel(["a", "b"], fixed_options={"pooling": "last"})
+    hp = keras_tuner.HyperParameters()
+    assert pinned.build(hp).get_config()["pooling"] == "last"
+    assert "pooling" not in hp.values
     config = model.get_config()
-    assert (config["units"], config["num_layers"]) == (default_units, 1)
-    assert (config["dropout"], config["recurrent_dropout"]) == (0.2, 0.0)
-    assert config["embedding_dim"] == 8 and config["seed"] == 0
+    for name in ("units", "num_layers", "dropout", "pooling", "embedding_dim"):
+        assert config[name] == defaults[name], name
+    assert config["vocabulary_size"] == 50 and config["seed"] == 0
+    # The preset's recipe: a weight average and a cosine schedule.
+    assert model.optimizer.use_ema
     assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
+
+
+def test_trial_budget_is_a_share_of_the_recipe():
+    one_epoch = TrialRecipe.for_app("sentiment", num_train=59_000)
+    assert one_epoch.epochs == 1 and one_epoch.batch_size == 64
+    assert one_epoch.plan() == (1, 59_000)
+    assert one_epoch.plan(3) == (1, math.ceil(59_000 / 3))
+    assert one_epoch.plan(1) == (1, math.ceil(59_000 / 9))
+    assert one_epoch.total_steps(1) == math.ceil(59_000 / 9 / 64)
+    speech = TrialRecipe.for_app("speech", num_train=2000)
+    assert (speech.epochs, speech.patience) == (40, 8)
+    assert speech.plan(1) == (5, 2000) and speech.plan(3) == (14, 2000)
+    assert speech.plan(9) == (40, 2000)
 
 
 def test_hyperparameter_values_reach_the_model():
@@ -166,6 +224,12 @@ def test_hypermodel_argument_errors():
         SpeechHyperModel(["0", "1"])
     with pytest.raises(ValueError, match=r"tuned options \['dropout'\]"):
         SentimentHyperModel(["a", "b"], fixed_options={"dropout": 0.1})
+    with pytest.raises(ValueError, match=r"choices \['pooling'\] for speech"):
+        SpeechHyperModel(
+            ["0", "1"],
+            sample_rate=8000,
+            space=SearchSpace(choices={"pooling": ("max",)}),
+        )
     with pytest.raises(TypeError, match="space to be a SearchSpace"):
         SentimentHyperModel(["a", "b"], space={"units": (8, 16)})
 
@@ -209,6 +273,7 @@ def test_terminate_on_nan_with_training_set_evaluation():
         space=SearchSpace(units=(4, 4), learning_rate=(1e-3, 1e-3)),
         fixed_options={"embedding_dim": 4, "vocabulary_size": 50},
         adapt_data=np.array(["good film", "bad film"]),
+        recipe=TrialRecipe(epochs=3, batch_size=8, num_train=32),
     )
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
@@ -225,8 +290,6 @@ def test_terminate_on_nan_with_training_set_evaluation():
             examples,
             validation=examples.batch(8),
             train_evaluation=examples.batch(8),
-            epochs=3,
-            batch_size=8,
             verbose=0,
         )
 

@@ -3,7 +3,7 @@
 Examples:
     lstm-keras-tune sentiment --data sample --dir runs/tune_sample --max-trials 4
     lstm-keras-tune sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 \\
-        --max-train-examples 20000 --epochs 3 --max-trials 8
+        --tuner hyperband
     lstm-keras-tune speech --data ../shared/data/fsdd --dir runs/tune_fsdd \\
         --tuner bayesian --units 32:128 --dropout 0:0.3
     python -m tuning sentiment --data sample --dir runs/t --space space.json
@@ -19,19 +19,30 @@ EXAMPLES = """\
 examples:
   lstm-keras-tune sentiment --data sample --dir runs/tune_sample --max-trials 4
   lstm-keras-tune sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 \\
-      --max-train-examples 20000 --epochs 3 --max-trials 8
+      --tuner hyperband
   lstm-keras-tune speech --data ../shared/data/fsdd --dir runs/tune_fsdd \\
       --tuner bayesian --units 32:128 --dropout 0:0.3
   python -m tuning sentiment --data sample --dir runs/t --space space.json
 
 SOURCE is what lstm-keras-train takes: "sample", a TFDS name or a local
-directory. Bounds are LOW:HIGH (both included); a --space JSON file holds
-{"units": [32, 256], "dropout": [0.0, 0.5], ...} and the flags override it.
+directory. Every trial trains with the application's preset recipe
+(lstm-keras-train's; --epochs and --batch-size override it). Hyperband's
+trials train 1/9, 1/3 or all of the recipe's steps (--max-budget), fresh
+from the seed; the others train all of them.
 
-TUNE_DIR receives results.csv (one row per trial), overfitting.png,
-report.md and summary.json (the best trial beside an untuned baseline:
---baseline-units units, no dropout, the same epochs), and best/ (the best
-model: model.keras, serving/1/, metrics.json). Running the same command
+The space starts from the application's defaults and their neighbours
+(sentiment: units 64:256, 1:2 layers, pooling max/last, embedding 128/256,
+subwords 0/50000; speech: units 64:128, 1:2 layers, 40/64 mel bins, head
+dropout 0.3/0.5; both: dropout, recurrent dropout, learning rate). Bounds
+are LOW:HIGH (both included); a --space JSON file holds {"units": [32, 256],
+"dropout": [0.0, 0.5], "choices": {"pooling": ["max"]}, ...} and the flags
+override it.
+
+TUNE_DIR receives results.csv (one row per trial, with its overfitting
+gap), overfitting.png, report.md and summary.json (the best trial with the
+whole budget beside the application's default model, trained with the same
+recipe and budget), and best/ (that trial's model, kept from its trial:
+model.keras, serving/1/, metrics.json). Running the same command
 again after an interruption resumes the search: finished trials are kept,
 the interrupted one runs again.
 
@@ -50,12 +61,21 @@ with the same KERASTUNER_TUNER_ID runs that trial again.
 BOUND_FLAGS = [
     (
         "units",
-        "LSTM units per direction, powers of 2 from LOW (default 32:256)",
+        "LSTM units per direction, powers of 2 from LOW (default: "
+        "sentiment 64:256, speech 64:128)",
     ),
     ("num_layers", "stacked LSTM layers (default 1:2)"),
-    ("dropout", "LSTM input dropout, steps of 0.1 (default 0:0.5)"),
-    ("recurrent_dropout", "LSTM dropout on h_prev (default 0:0.3)"),
-    ("learning_rate", "Adam's rate, log-uniform (default 3e-4:1e-2)"),
+    (
+        "dropout",
+        "LSTM input dropout, steps of 0.1 (default: sentiment 0:0.4, "
+        "speech 0:0.3)",
+    ),
+    ("recurrent_dropout", "LSTM dropout on h_prev (default 0:0.2)"),
+    (
+        "learning_rate",
+        "Adam's rate, log-uniform (default: sentiment 1e-3:1e-2, speech "
+        "1e-3:4e-3)",
+    ),
 ]
 
 
@@ -102,8 +122,16 @@ def parse_args(argv=None):
     parser.add_argument(
         "--epochs",
         type=int,
-        default=3,
-        help="epochs per trial, and the baseline's (default 3)",
+        default=None,
+        help="epochs of a whole-budget trial and of the baseline (default: "
+        "the preset's)",
+    )
+    parser.add_argument(
+        "--max-budget",
+        type=int,
+        default=9,
+        help="Hyperband's whole budget in units; trials train 1/9, 1/3 or "
+        "all of the recipe (default 9)",
     )
     parser.add_argument(
         "--seed",
@@ -112,7 +140,10 @@ def parse_args(argv=None):
         help="seed of split, oracle, weights, dropout, batches (default 0)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=64, help="batch size (default 64)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="batch size (default: the preset's)",
     )
     arguments.add_data_arguments(parser)
     space = parser.add_argument_group("search space (LOW:HIGH)")
@@ -147,13 +178,7 @@ def parse_args(argv=None):
         "--baseline",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="train the untuned baseline (default: yes)",
-    )
-    parser.add_argument(
-        "--baseline-units",
-        type=int,
-        default=256,
-        help="the baseline's units (default 256)",
+        help="train the default model as the baseline (default: yes)",
     )
     parser.add_argument(
         "--max-consecutive-failed-trials",
@@ -190,6 +215,7 @@ def config_from_args(args):
 
     space = SearchSpace.from_overrides(
         args.space,
+        app=args.app,
         **{name: getattr(args, name) for name, _ in BOUND_FLAGS},
         layer_norm=args.layer_norm,
     )
@@ -200,6 +226,7 @@ def config_from_args(args):
         max_trials=args.max_trials,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        max_budget=args.max_budget,
         seed=args.seed,
         validation_fraction=args.validation_fraction,
         max_train_examples=args.max_train_examples,
@@ -209,7 +236,6 @@ def config_from_args(args):
         space=space,
         fixed_options=args.model_options or {},
         baseline=args.baseline,
-        baseline_units=args.baseline_units,
         max_consecutive_failed_trials=args.max_consecutive_failed_trials,
         overwrite=args.overwrite,
         verbose=args.verbose,

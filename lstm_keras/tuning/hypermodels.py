@@ -2,12 +2,21 @@
 
 A hypermodel keeps its fixed arguments in `__init__` (class names, the
 data to adapt the preprocessing to, the untuned model options, the search
-space's bounds, the seed), names every hyperparameter with a default in
-`build(hp)`, and trains in `fit(hp, model, ...)`, which reports what the
+space, the training recipe, the seed), names every hyperparameter with the
+application's default in `build(hp)`, and trains in `fit(hp, model, ...)`
+with the application's recipe (`TrialRecipe`: the preset's epochs, batch
+size, schedule, weight average and early stopping). `fit` reports what the
 tuning report needs: the best epoch's validation and training losses (the
 overfitting gap) beside the final ones. A trial whose loss becomes NaN is
 stopped and raised as `keras_tuner.errors.FailedTrialError`, so the search
 marks it failed and goes on.
+
+A trial's budget is Hyperband's `tuner/epochs` (every trial of the other
+tuners has the whole budget, `TrialRecipe.max_budget`): a trial with
+budget `b` trains `b / max_budget` of the recipe's steps from the seed's
+initial weights, in fewer epochs, or, when the recipe is one epoch, in one
+epoch over that share of the training examples. With the whole budget a
+trial is the training run `lstm-keras-train` makes of the same options.
 
 ```python
 hypermodel = SentimentHyperModel(
@@ -16,10 +25,11 @@ hypermodel = SentimentHyperModel(
 tuner = keras_tuner.RandomSearch(
     hypermodel, objective="val_accuracy", max_trials=8, directory="tune"
 )
-tuner.search(train_examples, validation=validation_batches, epochs=3)
+tuner.search(train_examples, validation=validation_batches)
 ```
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -30,6 +40,7 @@ import numpy as np
 
 from lstm_keras.applications import build_classifier
 from lstm_keras.applications import pipelines
+from lstm_keras.applications import presets
 from lstm_keras.applications.reports import write_json
 from lstm_keras.applications.sentiment import SentimentClassifier
 from lstm_keras.applications.speech import SpeechClassifier
@@ -48,11 +59,71 @@ TRIAL_METRICS = (
     "best_epoch",
     "epochs_run",
 )
-# Dropout options a baseline "without dropout" sets to zero, per app.
-DROPOUT_OPTIONS = {
-    "sentiment": ("embedding_dropout", "word_dropout", "head_dropout"),
-    "speech": ("head_dropout",),
-}
+# Hyperband's budget of a trial, in units of 1 / `TrialRecipe.max_budget`.
+BUDGET = "tuner/epochs"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecipe:
+    """How a trial trains: the application's preset, and its budget.
+
+    Attributes:
+        epochs: The whole budget's epochs (the preset's for the data).
+        batch_size: Examples per step.
+        num_train: Training examples.
+        schedule: `"cosine"` (over the trial's steps) or `"constant"`.
+        ema_fraction: Weight average time constant as a fraction of the
+            trial's steps, or `None`.
+        patience: Epochs without a better validation accuracy before a
+            trial stops; `0` or `None` to run every epoch.
+        max_budget: The whole budget, in Hyperband's units. Defaults to 9.
+    """
+
+    epochs: int
+    batch_size: int
+    num_train: int
+    schedule: str = "constant"
+    ema_fraction: float | None = None
+    patience: int | None = None
+    max_budget: int = 9
+
+    @classmethod
+    def for_app(cls, app, num_train, epochs=None, batch_size=None, **kwargs):
+        """The preset's recipe (`presets.PRESETS[app]`) for `num_train`
+        examples; `epochs` and `batch_size` override the preset's."""
+        preset = presets.PRESETS[app]
+        batch_size = batch_size or preset.batch_size
+        if epochs is None:
+            steps = pipelines.steps_per_epoch(num_train, batch_size)
+            epochs = presets.epochs_for(preset, steps)
+        return cls(
+            epochs=epochs,
+            batch_size=batch_size,
+            num_train=num_train,
+            schedule=preset.schedule,
+            ema_fraction=preset.ema_fraction,
+            patience=preset.patience,
+            **kwargs,
+        )
+
+    def plan(self, budget=None):
+        """`(epochs, examples)` a trial of `budget` units trains.
+
+        `budget / max_budget` of the recipe's steps: that share of the
+        epochs (rounded up), or, for a one-epoch recipe, one epoch over that
+        share of the examples. `None` is the whole budget.
+        """
+        if budget is None or budget >= self.max_budget:
+            return self.epochs, self.num_train
+        share = budget / self.max_budget
+        if share * self.epochs >= 1:
+            return math.ceil(share * self.epochs), self.num_train
+        examples = math.ceil(share * self.epochs * self.num_train)
+        return 1, max(examples, self.batch_size)
+
+    def total_steps(self, budget=None):
+        epochs, examples = self.plan(budget)
+        return epochs * pipelines.steps_per_epoch(examples, self.batch_size)
 
 
 class ApplicationHyperModel(keras_tuner.HyperModel):
@@ -66,13 +137,14 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
             statistics from (a dataset of inputs or `(input, label)` pairs),
             or `None` to leave the preprocessing unadapted. Defaults to
             `None`.
-        space: The `SearchSpace` (bounds). Defaults to `SearchSpace()`.
+        space: The `SearchSpace`. Defaults to the application's,
+            `SearchSpace.for_app(app)`.
         fixed_options: Untuned options of the application model
-            (`embedding_dim`, `head_dropout`, ...); the rest take its
-            defaults. Defaults to `None` (none).
-        decay_steps: Steps over which the learning rate follows its cosine
-            down to 5% (see `Classifier.compile`), or `None` for a constant
-            rate. Defaults to `None`.
+            (`max_length`, `vocabulary_size`, ...); the rest take its
+            defaults. An option of `space.choices` given here is fixed, not
+            chosen. Defaults to `None` (none).
+        recipe: The `TrialRecipe`, or `None` for the preset's with
+            `num_train` examples of `adapt_data` counted. Defaults to `None`.
         seed: Seeds the weights and the dropout masks of every trial, so a
             trial repeats exactly and trials differ by their
             hyperparameters only. Defaults to `0`.
@@ -89,7 +161,7 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
         adapt_data=None,
         space=None,
         fixed_options=None,
-        decay_steps=None,
+        recipe=None,
         seed=0,
         name=None,
     ):
@@ -97,12 +169,24 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
         self.class_names = list(class_names)
         self.sample_rate = sample_rate
         self.adapt_data = adapt_data
-        self.space = SearchSpace() if space is None else space
+        self.space = SearchSpace.for_app(self.app) if space is None else space
         if not isinstance(self.space, SearchSpace):
             raise TypeError(
                 f"Expected argument space to be a SearchSpace, got {space!r}."
             )
+        self.space.check_choices_for(self.app)
         self.fixed_options = dict(fixed_options or {})
+        # A categorical option given a fixed value is not chosen.
+        pinned = set(self.space.choices) & set(self.fixed_options)
+        if pinned:
+            self.space = dataclasses.replace(
+                self.space,
+                choices={
+                    k: v
+                    for k, v in self.space.choices.items()
+                    if k not in pinned
+                },
+            )
         tuned = {"units", "num_layers", "dropout", "recurrent_dropout"}
         clash = sorted(tuned & set(self.fixed_options))
         if clash:
@@ -110,8 +194,26 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
                 f"Argument fixed_options may not hold the tuned options "
                 f"{clash}; set their bounds in the search space instead."
             )
-        self.decay_steps = decay_steps
+        if recipe is None:
+            num_train = 0 if adapt_data is None else _count(adapt_data)
+            recipe = TrialRecipe.for_app(self.app, max(num_train, 1))
+        self.recipe = recipe
         self.seed = seed
+
+    def default_values(self):
+        """The application's defaults of every hyperparameter `build` names:
+        the model's `DEFAULT_OPTIONS` and the preset's learning rate."""
+        defaults = self.model_class.DEFAULT_OPTIONS
+        values = {
+            name: defaults[name]
+            for name in ("units", "num_layers", "dropout", "recurrent_dropout")
+        }
+        values["learning_rate"] = self.model_class.default_learning_rate
+        if self.space.layer_norm:
+            values["layer_norm"] = False
+        for name in self.space.choices:
+            values[name] = defaults[name]
+        return values
 
     # ------------------------------------------------------------ build
 
@@ -120,7 +222,10 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
 
         Hyperparameters (defaults: the application's, clipped to the
         bounds): `units`, `num_layers`, `dropout`, `recurrent_dropout`,
-        `learning_rate`, and `layer_norm` when the space offers it.
+        `learning_rate`, `layer_norm` when the space offers it, and each
+        option of `space.choices` (its default the model's where listed,
+        else the first value). The learning rate schedule and the weight
+        average span the trial's steps (`TrialRecipe.total_steps`).
         """
         space = self.space
         defaults = self.model_class.DEFAULT_OPTIONS
@@ -155,11 +260,16 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
         lstm_options = self.fixed_options.get("lstm_options")
         if space.layer_norm and hp.Boolean("layer_norm", default=False):
             lstm_options = {**(lstm_options or {}), "layer_norm": True}
+        chosen = {}
+        for name, values in space.choices.items():
+            default = defaults[name] if defaults[name] in values else values[0]
+            chosen[name] = hp.Choice(name, list(values), default=default)
 
         keras.utils.set_random_seed(self.seed)
         options = {
             "seed": self.seed,
             **self.fixed_options,
+            **chosen,
             "units": units,
             "num_layers": num_layers,
             "dropout": dropout,
@@ -174,12 +284,12 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
         )
         if self.adapt_data is not None:
             model.adapt(self.adapt_data)
-        # No weight average: trials are scored, checkpointed and compared
-        # on each epoch's trained weights.
+        recipe = self.recipe
+        total_steps = recipe.total_steps(hp.values.get(BUDGET))
         model.compile(
             learning_rate=learning_rate,
-            decay_steps=self.decay_steps,
-            ema_momentum=None,
+            decay_steps=total_steps if recipe.schedule == "cosine" else None,
+            ema_momentum=presets.ema_momentum(recipe.ema_fraction, total_steps),
         )
         return model
 
@@ -192,8 +302,7 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
         train_examples,
         *,
         validation,
-        epochs,
-        batch_size=64,
+        epochs=None,
         num_train=None,
         train_evaluation=None,
         callbacks=None,
@@ -207,19 +316,22 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
         Args:
             hp: The trial's `HyperParameters`.
             model: The model `build(hp)` returned.
-            train_examples: Unbatched `(x, label)` training dataset (cached);
-                batched here by `pipelines.training_stream`.
+            train_examples: Unbatched `(x, label)` training dataset (cached,
+                in random order); batched here by
+                `pipelines.training_stream`. A trial with part of the budget
+                may train on its first examples only (`TrialRecipe.plan`).
             validation: Batched `(x, label)` validation dataset.
-            epochs: One past the last epoch (Hyperband passes its own).
-            batch_size: Examples per step. Defaults to 64.
-            num_train: Size of `train_examples`; counted when `None`.
+            epochs: Ignored: the epochs are the recipe's for the trial's
+                budget (Hyperband passes the budget as `epochs`).
+            num_train: Size of `train_examples`; the recipe's when `None`.
             train_evaluation: Batched training examples whose loss and
                 accuracy are measured in inference mode (no dropout) after
                 every epoch, as `train_loss` and `train_accuracy`; `None` for
                 Keras's running training loss (dropout on), which
                 overstates the training loss of a dropout model.
             callbacks: The tuner's callbacks.
-            initial_epoch: The first epoch (Hyperband's resumed trials).
+            initial_epoch: Ignored: every trial trains from its first epoch
+                (Hyperband's later rounds train again, from the seed).
             trial_dir: Folder to write the per-epoch `history.json` to.
             verbose: `model.fit` verbosity.
             **kwargs: Further `model.fit` arguments.
@@ -236,36 +348,53 @@ class ApplicationHyperModel(keras_tuner.HyperModel):
                 infinite.
         """
         modality = "audio" if self.app == "speech" else "text"
-        if num_train is None:
-            num_train = int(train_examples.reduce(0, lambda n, _: n + 1))
+        recipe = self.recipe
+        if num_train is not None and num_train != recipe.num_train:
+            recipe = dataclasses.replace(recipe, num_train=num_train)
+        epochs, examples = recipe.plan(hp.values.get(BUDGET))
+        if examples < recipe.num_train:
+            train_examples = train_examples.take(examples)
         stream = pipelines.training_stream(
             train_examples,
-            num_train,
+            examples,
             modality,
-            batch_size=batch_size,
+            batch_size=recipe.batch_size,
             seed=self.seed,
-            start_epoch=initial_epoch,
+            start_epoch=0,
             epochs=epochs,
         )
-        # Ours first, so the tuner's callbacks see `train_loss` in the logs.
-        own = []
+        # Ours first, so the tuner's callbacks (its best-epoch checkpoint)
+        # see the weight average and `train_loss`; the trained weights come
+        # back last.
+        own, last = [], []
+        if getattr(model.optimizer, "use_ema", False):
+            average = WeightAverageAtEpochEnd()
+            own += [keras.callbacks.SwapEMAWeights(), average]
+            last.append(average.restore_trained)
         if train_evaluation is not None:
             own.append(TrainingSetEvaluation(train_evaluation))
         own.append(keras.callbacks.TerminateOnNaN())
+        if recipe.patience:
+            own.append(
+                keras.callbacks.EarlyStopping(
+                    "val_accuracy", patience=recipe.patience, mode="max"
+                )
+            )
         if trial_dir is not None:
             own.append(EpochRecords(os.path.join(trial_dir, "history.json")))
         history = model.fit(
             stream,
             epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=pipelines.steps_per_epoch(num_train, batch_size),
+            steps_per_epoch=pipelines.steps_per_epoch(
+                examples, recipe.batch_size
+            ),
             validation_data=validation,
-            callbacks=own + list(callbacks or []),
+            callbacks=own + list(callbacks or []) + last,
             shuffle=False,
             verbose=verbose,
             **kwargs,
         )
-        return summarize_history(history.history, initial_epoch)
+        return summarize_history(history.history)
 
 
 def summarize_history(history, initial_epoch=0):
@@ -348,12 +477,53 @@ class SpeechHyperModel(ApplicationHyperModel):
 HYPERMODELS = {"sentiment": SentimentHyperModel, "speech": SpeechHyperModel}
 
 
+class WeightAverageAtEpochEnd(keras.callbacks.Callback):
+    """Puts the optimizer's weight average in the model at an epoch's end;
+    its `restore_trained` callback, run last, puts the trained weights back.
+
+    The callbacks between them (the training-set evaluation, the tuner's
+    best-epoch checkpoint) then see the weights validation saw, as
+    `lstm-keras-train`'s best-epoch file holds them. Unlike
+    `SwapEMAWeights(swap_on_epoch=True)`, whose swap is arithmetic (adds and
+    subtracts), the trained weights come back bit for bit, so training
+    runs on exactly as in a training run.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._trained = None
+        self.restore_trained = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs=None: self._restore()
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        variables = optimizer._trainable_variables
+        self._trained = [v.numpy() for v in variables]
+        averages = optimizer._model_variables_moving_average
+        for variable, average in zip(variables, averages, strict=True):
+            variable.assign(average)
+
+    def _restore(self):
+        if self._trained is None:
+            return
+        variables = self.model.optimizer._trainable_variables
+        for variable, value in zip(variables, self._trained, strict=True):
+            variable.assign(value)
+        self._trained = None
+
+
 class TrainingSetEvaluation(keras.callbacks.Callback):
     """Adds `train_loss` and `train_accuracy` to each epoch's logs.
 
     They are measured on fixed training batches in inference mode, like the
     validation numbers, so `val_loss - train_loss` is the generalization
     gap and not partly the effect of dropout on the training loss.
+
+    Keras's recurrent layers draw their dropout masks on every call, in
+    inference too; the seed generators' states are put back after the
+    evaluation, so that training goes on with the masks it would have
+    drawn without it.
     """
 
     def __init__(self, batches):
@@ -363,7 +533,11 @@ class TrainingSetEvaluation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not math.isfinite(logs.get("loss", 0.0)):
             return
+        seeds = [v for v in self.model.variables if "seed_generator" in v.path]
+        states = [v.numpy() for v in seeds]
         results = self.model.evaluate(self.batches, verbose=0, return_dict=True)
+        for variable, state in zip(seeds, states, strict=True):
+            variable.assign(state)
         logs["train_loss"] = float(results["loss"])
         logs["train_accuracy"] = float(results["accuracy"])
 
@@ -393,6 +567,10 @@ def read_records(path):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _count(examples):
+    return int(examples.reduce(0, lambda n, _: n + 1))
 
 
 def _clip(value, bounds):

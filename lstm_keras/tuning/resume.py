@@ -282,6 +282,21 @@ def _with_mixin(mixin, base):
     return type(f"Resumable{base.__name__}", (mixin, base), {})
 
 
+class FromScratchHyperband(keras_tuner.Hyperband):
+    """Hyperband whose later rounds train again from the seed.
+
+    KerasTuner's Hyperband starts a promoted trial from the weights of its
+    previous round and trains the remaining epochs. The recipe's learning
+    rate schedule and weight average span a trial's whole run, which a
+    continuation would restart, so here every trial builds afresh and
+    trains its whole budget (`ApplicationHyperModel.fit`): a trial of the
+    whole budget is then the run a user would make.
+    """
+
+    def _build_hypermodel(self, hp):
+        return keras_tuner.Tuner._build_hypermodel(self, hp)
+
+
 ORACLES = {
     "random": _with_mixin(
         AtomicOracleMixin, keras_tuner.oracles.RandomSearchOracle
@@ -293,10 +308,11 @@ ORACLES = {
         AtomicOracleMixin, keras_tuner.oracles.HyperbandOracle
     ),
 }
-# Hyperband's tuner loads the weights of a trial's previous rounds; the
-# others run on the plain `Tuner`. Each takes our oracle (see `__init__`).
+# Hyperband's tuner passes each trial its budget (and trains it from the
+# seed); the others run on the plain `Tuner`. Each takes our oracle (see
+# `__init__`).
 TUNERS = {
     "random": _with_mixin(ResumableTunerMixin, keras_tuner.Tuner),
     "bayesian": _with_mixin(ResumableTunerMixin, keras_tuner.Tuner),
-    "hyperband": _with_mixin(ResumableTunerMixin, keras_tuner.Hyperband),
+    "hyperband": _with_mixin(ResumableTunerMixin, FromScratchHyperband),
 }

@@ -8,10 +8,13 @@ with KerasTuner (random, Hyperband or Bayesian) and writes into
 - `search/`: KerasTuner's project (`oracle.json`, `trial_<id>/` with each
   trial's `trial.json`, `history.json` and best-epoch checkpoint) and
   `trial_runs.jsonl`, which process ran which trial;
-- `baseline/`: the untuned baseline (a wide model without dropout, same
-  budget): `result.json`, `history.json`;
-- `best/`: the best trial's model exported like a training run
-  (`model.keras`, `serving/1/`, `metrics.json`, `learning_curves.png`);
+- `baseline/`: the application's default model trained with the same
+  recipe and the whole budget: `result.json`, `history.json`;
+- `best/`: the best trial with the whole budget, exported like a training
+  run (`model.keras`, `serving/1/`, `metrics.json`, `learning_curves.png`).
+  Such a trial is the run `lstm-keras-train` makes of its options (same
+  split, recipe, seed and best epoch), so the model is kept from it rather
+  than trained again;
 - `results.csv`, `overfitting.png`, `report.md`, `summary.json`
   (see `lstm_keras.tuning.report`).
 
@@ -38,15 +41,14 @@ import types
 import keras
 import keras_tuner
 
-from lstm_keras.applications import TASKS
 from lstm_keras.applications import pipelines
 from lstm_keras.applications import reports
 from lstm_keras.applications import runner
-from lstm_keras.applications.presets import PRESETS
 from lstm_keras.tuning import report
 from lstm_keras.tuning import resume
-from lstm_keras.tuning.hypermodels import DROPOUT_OPTIONS
+from lstm_keras.tuning.hypermodels import BUDGET
 from lstm_keras.tuning.hypermodels import HYPERMODELS
+from lstm_keras.tuning.hypermodels import TrialRecipe
 from lstm_keras.tuning.hypermodels import read_records
 from lstm_keras.tuning.search_space import SearchSpace
 
@@ -70,9 +72,13 @@ class TuneConfig:
         tuner: `"random"`, `"hyperband"` or `"bayesian"`. Defaults to
             `"random"`.
         max_trials: Most trials (random, bayesian; Hyperband sizes its own
-            brackets from `epochs`). Defaults to 8.
-        epochs: Training epochs per trial (Hyperband's most). Defaults to 3.
-        batch_size: Examples per step. Defaults to 64.
+            brackets from `max_budget`). Defaults to 8.
+        epochs: The recipe's epochs, a trial's with the whole budget.
+            Defaults to `None`: the application preset's for the data.
+        batch_size: Examples per step. Defaults to `None`: the preset's.
+        max_budget: Hyperband's whole budget in units; a trial of `b`
+            units trains `b / max_budget` of the recipe's steps (see
+            `TrialRecipe`). Defaults to 9: rounds of 1/9, 1/3 and all.
         seed: Seeds the split, the oracle, and every trial's weights,
             dropout and batch order. Defaults to 0.
         validation_fraction: Share of the training data held out. Defaults
@@ -84,11 +90,12 @@ class TuneConfig:
             `None`.
         validation_speaker: FSDD speaker used as the validation set.
             Defaults to `None` (held-out recording indices).
-        space: The `SearchSpace`. Defaults to `SearchSpace()`.
+        space: The `SearchSpace`. Defaults to `None`: the application's,
+            `SearchSpace.for_app(app)`.
         fixed_options: Untuned model options (`embedding_dim`, ...).
             Defaults to `{}`.
-        baseline: Whether to train the untuned baseline. Defaults to `True`.
-        baseline_units: The baseline's units. Defaults to 256.
+        baseline: Whether to train the baseline, the application's
+            defaults with the same recipe and budget. Defaults to `True`.
         max_consecutive_failed_trials: The search stops (with an error)
             after this many failed trials in a row. Defaults to 3.
         overwrite: Start over, deleting a previous search in the folder.
@@ -100,18 +107,18 @@ class TuneConfig:
     data: str
     tuner: str = "random"
     max_trials: int = 8
-    epochs: int = 3
-    batch_size: int = 64
+    epochs: int | None = None
+    batch_size: int | None = None
+    max_budget: int = 9
     seed: int = 0
     validation_fraction: float = 0.1
     max_train_examples: int | None = None
     tfds_data_dir: str | None = None
     holdout_speaker: str | None = None
     validation_speaker: str | None = None
-    space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
+    space: SearchSpace | None = None
     fixed_options: dict = dataclasses.field(default_factory=dict)
     baseline: bool = True
-    baseline_units: int = 256
     max_consecutive_failed_trials: int = 3
     overwrite: bool = False
     verbose: int = 2
@@ -131,10 +138,12 @@ class TuneConfig:
             "max_trials",
             "epochs",
             "batch_size",
-            "baseline_units",
+            "max_budget",
             "max_consecutive_failed_trials",
         ):
             value = getattr(self, name)
+            if value is None and name in ("epochs", "batch_size"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 value = None
             if value is None or value < 1:
@@ -142,11 +151,14 @@ class TuneConfig:
                     f"Received an invalid value for argument {name}, "
                     f"expected a positive integer, got {getattr(self, name)!r}."
                 )
+        if self.space is None:
+            self.space = SearchSpace.for_app(self.app)
         if not isinstance(self.space, SearchSpace):
             raise TypeError(
                 "Expected argument space to be a SearchSpace, got "
                 f"{self.space!r}."
             )
+        self.space.check_choices_for(self.app)
 
     def to_dict(self):
         config = dataclasses.asdict(self)
@@ -331,6 +343,7 @@ def load_data(config):
     """
     splits = runner.load_splits(config.train_config())
     modality = runner.MODALITY[config.app]
+    batch_size = config.train_config().batch_size
     n_eval = min(
         splits.num_examples["train"], splits.num_examples["validation"]
     )
@@ -338,39 +351,45 @@ def load_data(config):
         "train": splits.train,
         "num_train": splits.num_examples["train"],
         "validation": pipelines.evaluation_batches(
-            splits.validation, modality, config.batch_size
+            splits.validation, modality, batch_size
         ),
-        "test": pipelines.evaluation_batches(
-            splits.test, modality, config.batch_size
-        ),
+        "test": pipelines.evaluation_batches(splits.test, modality, batch_size),
         "train_evaluation": pipelines.evaluation_batches(
-            splits.train.take(n_eval), modality, config.batch_size
+            splits.train.take(n_eval), modality, batch_size
         ),
     }
     return splits, data
 
 
-def make_hypermodel(config, splits, fixed_options=None, hypermodel_class=None):
+def make_hypermodel(config, splits, hypermodel_class=None):
     """The application's hypermodel, adapted to the training inputs.
 
-    `hypermodel_class` defaults to `HYPERMODELS[config.app]`.
+    Its fixed options are `config.fixed_options` and, for sentiment, the
+    `max_length` a training run takes from the training texts
+    (`runner.model_options`); its recipe is the preset's. The hypermodel
+    class defaults to `HYPERMODELS[config.app]`.
     """
-    decay_steps = None
-    if PRESETS[config.app].schedule == "cosine":
-        steps = pipelines.steps_per_epoch(
-            splits.num_examples["train"], config.batch_size
-        )
-        decay_steps = config.epochs * steps
+    train_config = runner.with_data(config.train_config(), splits)
+    options = runner.model_options(
+        dataclasses.replace(train_config, model_options=config.fixed_options),
+        splits,
+    )
+    options.pop("seed")
+    recipe = TrialRecipe.for_app(
+        config.app,
+        splits.num_examples["train"],
+        epochs=train_config.epochs,
+        batch_size=train_config.batch_size,
+        max_budget=config.max_budget,
+    )
     hypermodel_class = hypermodel_class or HYPERMODELS[config.app]
     return hypermodel_class(
         splits.class_names,
         sample_rate=splits.sample_rate,
         adapt_data=pipelines.inputs_only(splits.train),
         space=config.space,
-        fixed_options=(
-            config.fixed_options if fixed_options is None else fixed_options
-        ),
-        decay_steps=decay_steps,
+        fixed_options=options,
+        recipe=recipe,
         seed=config.seed,
     )
 
@@ -404,7 +423,7 @@ def make_tuner(config, hypermodel, tune_dir):
     )
     if config.tuner == "hyperband":
         oracle = resume.ORACLES["hyperband"](
-            max_epochs=config.epochs, factor=3, **common
+            max_epochs=config.max_budget, factor=3, **common
         )
     else:
         oracle = resume.ORACLES[config.tuner](
@@ -489,8 +508,6 @@ def _fit_arguments(config, data):
     """What each trial's and the baseline's training share, after the data."""
     return {
         "validation": data["validation"],
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
         "num_train": data["num_train"],
         "train_evaluation": data["train_evaluation"],
     }
@@ -507,6 +524,13 @@ def finish(config, tune_dir, tuner, splits, data, hypermodel_class=None):
             f"No trial of the search in {tune_dir!r} completed; see the "
             "messages in results.csv."
         )
+    if not any(
+        r.get(BUDGET, config.max_budget) >= config.max_budget for r in completed
+    ):
+        raise RuntimeError(
+            f"No trial of the search in {tune_dir!r} completed with the "
+            "whole budget; see the messages in results.csv."
+        )
     baseline = None
     if config.baseline:
         baseline = train_baseline(
@@ -518,24 +542,18 @@ def finish(config, tune_dir, tuner, splits, data, hypermodel_class=None):
     )
 
 
-def baseline_hyperparameters(config):
-    """The baseline's values of the tuned hyperparameters."""
+def baseline_hyperparameters(hypermodel):
+    """The baseline's values of the tuned hyperparameters: the defaults."""
     hp = keras_tuner.HyperParameters()
-    hp.Fixed("units", config.baseline_units)
-    hp.Fixed("num_layers", 1)
-    hp.Fixed("dropout", 0.0)
-    hp.Fixed("recurrent_dropout", 0.0)
-    hp.Fixed("learning_rate", TASKS[config.app].default_learning_rate)
-    if config.space.layer_norm:
-        hp.Fixed("layer_norm", False)
+    for name, value in hypermodel.default_values().items():
+        hp.Fixed(name, value)
     return hp
 
 
 def train_baseline(config, tune_dir, splits, data, hypermodel_class=None):
-    """Trains (once) the untuned baseline: wide, no dropout, same budget.
-
-    Its dropouts outside the LSTM (embedding, words, head) are zero too;
-    the other fixed options are the search's.
+    """Trains (once) the baseline: the application's default model, with
+    the search's fixed options, recipe and whole budget (the run
+    `lstm-keras-train` makes with those options).
 
     Returns:
         `result.json`'s dict: the trial numbers, `test_accuracy`,
@@ -547,12 +565,9 @@ def train_baseline(config, tune_dir, splits, data, hypermodel_class=None):
         with open(result_path) as f:
             return json.load(f)
     os.makedirs(out, exist_ok=True)
-    fixed = dict(config.fixed_options)
-    fixed.update({name: 0.0 for name in DROPOUT_OPTIONS[config.app]})
-    hypermodel = make_hypermodel(
-        config, splits, fixed_options=fixed, hypermodel_class=hypermodel_class
-    )
-    hp = baseline_hyperparameters(config)
+    hypermodel = make_hypermodel(config, splits, hypermodel_class)
+    fixed = hypermodel.fixed_options
+    hp = baseline_hyperparameters(hypermodel)
     keras.backend.clear_session()
     model = hypermodel.build(hp)
     checkpoint = os.path.join(out, "best.weights.h5")
@@ -573,6 +588,8 @@ def train_baseline(config, tune_dir, splits, data, hypermodel_class=None):
         trial_dir=out,
         verbose=config.verbose,
     )
+    # The checkpoint is of the best epoch; with a weight average, the
+    # average validation saw (the hypermodel swaps it in at each epoch end).
     model.load_weights(checkpoint)
     tested = runner.evaluate(model, data["test"], len(splits.class_names))
     result = {
@@ -587,10 +604,24 @@ def train_baseline(config, tune_dir, splits, data, hypermodel_class=None):
     return result
 
 
+def best_full_budget_trial(oracle, max_budget):
+    """The completed trial of the whole budget with the best score.
+
+    Hyperband's trials of part of the budget are not candidates: they
+    trained on fewer steps than the model a user would train.
+    """
+    trials = [
+        t
+        for t in oracle.get_best_trials(len(oracle.trials))
+        if t.hyperparameters.values.get(BUDGET, max_budget) >= max_budget
+    ]
+    return trials[0]
+
+
 def export_best(config, tune_dir, tuner, splits, data):
-    """The best trial's model (weights of its best epoch), tested and
-    exported like a training run into `tune_dir/best/`."""
-    trial = tuner.oracle.get_best_trials(1)[0]
+    """The best whole-budget trial's model (weights of its best epoch),
+    tested and exported like a training run into `tune_dir/best/`."""
+    trial = best_full_budget_trial(tuner.oracle, config.max_budget)
     model = tuner.load_model(trial)
     tested = runner.evaluate(model, data["test"], len(splits.class_names))
     out = os.path.join(tune_dir, "best")
