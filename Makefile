@@ -87,11 +87,14 @@ sweep: $(VENV)/.installed-test
 	$(PY) -m training.sweep fsdd --out runs/sweep
 	$(PY) -m training.sweep fsdd_speaker_validation --out runs/sweep
 
-## tune: Hyperband searches on SST-2 and FSDD around the defaults, each against the default model
+## tune: Hyperband searches around the defaults, each against the default model: SST-2, FSDD, FSDD validated on a new speaker
 tune: $(VENV)/.installed-test
 	-$(PY) -m training.build_ops
-	$(PY) -m tuning sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 --tuner hyperband
+	$(PY) -m tuning sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 --tuner hyperband \
+	    --hyperband-iterations 3
 	$(PY) -m tuning speech --data ../shared/data/fsdd --dir runs/tune_fsdd --tuner hyperband
+	$(PY) -m tuning speech --data ../shared/data/fsdd --dir runs/tune_fsdd_speaker --tuner hyperband \
+	    --validation-speaker theo --holdout-speaker george
 
 ## bench: speed and memory against keras.layers.LSTM (TF, JAX) and torch.nn.LSTM; results in benchmarks/results/
 bench: $(VENV)/.installed-test

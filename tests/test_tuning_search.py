@@ -233,6 +233,19 @@ def test_rerunning_a_finished_search_changes_nothing(finished_search):
     assert (finished_search / "summary.json").read_text() == summary
 
 
+def test_a_setting_newer_than_the_search_resumes_at_its_default(tmp_path):
+    from lstm_keras.tuning.search import prepare_directory
+
+    config = TuneConfig(app="sentiment", data="sample")
+    settings = config.to_dict()
+    del settings["hyperband_iterations"], settings["verbose"]
+    (tmp_path / "tune_config.json").write_text(json.dumps(settings))
+    prepare_directory(config, str(tmp_path))  # the default: the same search
+    changed = TuneConfig(app="sentiment", data="sample", hyperband_iterations=2)
+    with pytest.raises(ValueError, match=r"\(hyperband_iterations differ"):
+        prepare_directory(changed, str(tmp_path))
+
+
 def test_corrupt_state_file_gives_a_clear_error(
     finished_search, data_dirs, tmp_path, capsys
 ):

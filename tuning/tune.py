@@ -3,7 +3,7 @@
 Examples:
     lstm-keras-tune sentiment --data sample --dir runs/tune_sample --max-trials 4
     lstm-keras-tune sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 \\
-        --tuner hyperband
+        --tuner hyperband --hyperband-iterations 3
     lstm-keras-tune speech --data ../shared/data/fsdd --dir runs/tune_fsdd \\
         --tuner bayesian --units 32:128 --dropout 0:0.3
     python -m tuning sentiment --data sample --dir runs/t --space space.json
@@ -19,7 +19,7 @@ EXAMPLES = """\
 examples:
   lstm-keras-tune sentiment --data sample --dir runs/tune_sample --max-trials 4
   lstm-keras-tune sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 \\
-      --tuner hyperband
+      --tuner hyperband --hyperband-iterations 3
   lstm-keras-tune speech --data ../shared/data/fsdd --dir runs/tune_fsdd \\
       --tuner bayesian --units 32:128 --dropout 0:0.3
   python -m tuning sentiment --data sample --dir runs/t --space space.json
@@ -134,6 +134,13 @@ def parse_args(argv=None):
         "all of the recipe (default 9)",
     )
     parser.add_argument(
+        "--hyperband-iterations",
+        type=int,
+        default=1,
+        help="times Hyperband runs its brackets, 17 configurations each "
+        "(default 1)",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -227,6 +234,7 @@ def config_from_args(args):
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_budget=args.max_budget,
+        hyperband_iterations=args.hyperband_iterations,
         seed=args.seed,
         validation_fraction=args.validation_fraction,
         max_train_examples=args.max_train_examples,

@@ -570,7 +570,10 @@ def read_records(path):
 
 
 def _count(examples):
-    return int(examples.reduce(0, lambda n, _: n + 1))
+    """Examples in a `tf.data.Dataset` (counted) or an array-like."""
+    if hasattr(examples, "reduce"):
+        return int(examples.reduce(0, lambda n, _: n + 1))
+    return len(examples)
 
 
 def _clip(value, bounds):

@@ -79,6 +79,8 @@ class TuneConfig:
         max_budget: Hyperband's whole budget in units; a trial of `b`
             units trains `b / max_budget` of the recipe's steps (see
             `TrialRecipe`). Defaults to 9: rounds of 1/9, 1/3 and all.
+        hyperband_iterations: Times Hyperband runs its brackets (17
+            configurations each with `max_budget` 9). Defaults to 1.
         seed: Seeds the split, the oracle, and every trial's weights,
             dropout and batch order. Defaults to 0.
         validation_fraction: Share of the training data held out. Defaults
@@ -110,6 +112,7 @@ class TuneConfig:
     epochs: int | None = None
     batch_size: int | None = None
     max_budget: int = 9
+    hyperband_iterations: int = 1
     seed: int = 0
     validation_fraction: float = 0.1
     max_train_examples: int | None = None
@@ -139,6 +142,7 @@ class TuneConfig:
             "epochs",
             "batch_size",
             "max_budget",
+            "hyperband_iterations",
             "max_consecutive_failed_trials",
         ):
             value = getattr(self, name)
@@ -313,8 +317,18 @@ def prepare_directory(config, tune_dir):
                 "resumes if the settings are unchanged) or run the same "
                 "command with --overwrite."
             ) from error
+        # A setting the file predates is taken at its default, so that a
+        # search resumes after an upgrade that added a setting.
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(TuneConfig)
+            if f.default is not dataclasses.MISSING
+        }
         changed = sorted(
-            k for k in settings if previous.get(k) != _jsonable(settings[k])
+            k
+            for k in settings
+            if previous.get(k, _jsonable(defaults.get(k)))
+            != _jsonable(settings[k])
         )
         if changed:
             raise resume.StateFileError(
@@ -423,7 +437,10 @@ def make_tuner(config, hypermodel, tune_dir):
     )
     if config.tuner == "hyperband":
         oracle = resume.ORACLES["hyperband"](
-            max_epochs=config.max_budget, factor=3, **common
+            max_epochs=config.max_budget,
+            factor=3,
+            hyperband_iterations=config.hyperband_iterations,
+            **common,
         )
     else:
         oracle = resume.ORACLES[config.tuner](
