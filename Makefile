@@ -90,8 +90,7 @@ sweep: $(VENV)/.installed-test
 ## tune: Hyperband searches around the defaults, each against the default model: SST-2, FSDD, FSDD validated on a new speaker
 tune: $(VENV)/.installed-test
 	-$(PY) -m training.build_ops
-	$(PY) -m tuning sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 --tuner hyperband \
-	    --hyperband-iterations 3
+	$(PY) -m tuning sentiment --data ../shared/data/sst2 --dir runs/tune_sst2 --tuner hyperband
 	$(PY) -m tuning speech --data ../shared/data/fsdd --dir runs/tune_fsdd --tuner hyperband
 	$(PY) -m tuning speech --data ../shared/data/fsdd --dir runs/tune_fsdd_speaker --tuner hyperband \
 	    --validation-speaker theo --holdout-speaker george
