@@ -63,6 +63,13 @@ TRIAL_METRICS = (
 BUDGET = "tuner/epochs"
 
 
+def has_whole_budget(values, max_budget):
+    """Whether a trial of these hyperparameter values (or its
+    `report.trial_rows` row) trained with the whole budget: Hyperband's
+    last round, or any trial of the other tuners, which have no budget."""
+    return values.get(BUDGET, max_budget) >= max_budget
+
+
 @dataclasses.dataclass(frozen=True)
 class TrialRecipe:
     """How a trial trains: the application's preset, and its budget.

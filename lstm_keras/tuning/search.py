@@ -46,9 +46,9 @@ from lstm_keras.applications import reports
 from lstm_keras.applications import runner
 from lstm_keras.tuning import report
 from lstm_keras.tuning import resume
-from lstm_keras.tuning.hypermodels import BUDGET
 from lstm_keras.tuning.hypermodels import HYPERMODELS
 from lstm_keras.tuning.hypermodels import TrialRecipe
+from lstm_keras.tuning.hypermodels import has_whole_budget
 from lstm_keras.tuning.hypermodels import read_records
 from lstm_keras.tuning.search_space import SearchSpace
 
@@ -355,9 +355,10 @@ def load_data(config):
         `len(validation)` training examples, batched, for the inference-mode
         training loss).
     """
-    splits = runner.load_splits(config.train_config())
+    train_config = config.train_config()
+    splits = runner.load_splits(train_config)
     modality = runner.MODALITY[config.app]
-    batch_size = config.train_config().batch_size
+    batch_size = train_config.batch_size
     n_eval = min(
         splits.num_examples["train"], splits.num_examples["validation"]
     )
@@ -518,7 +519,7 @@ def _tune(config, tune_dir, hypermodel_class):
         )
     if distributed_role() == "worker":
         return None
-    return finish(config, tune_dir, tuner, splits, data, hypermodel_class)
+    return finish(config, tune_dir, tuner, splits, data)
 
 
 def _fit_arguments(config, data):
@@ -530,7 +531,7 @@ def _fit_arguments(config, data):
     }
 
 
-def finish(config, tune_dir, tuner, splits, data, hypermodel_class=None):
+def finish(config, tune_dir, tuner, splits, data):
     """Baseline, best model export and the report, after the search."""
     oracle = tuner.oracle
     rows = report.trial_rows(oracle, os.path.join(tune_dir, PROJECT))
@@ -541,9 +542,7 @@ def finish(config, tune_dir, tuner, splits, data, hypermodel_class=None):
             f"No trial of the search in {tune_dir!r} completed; see the "
             "messages in results.csv."
         )
-    if not any(
-        r.get(BUDGET, config.max_budget) >= config.max_budget for r in completed
-    ):
+    if not any(has_whole_budget(r, config.max_budget) for r in completed):
         raise RuntimeError(
             f"No trial of the search in {tune_dir!r} completed with the "
             "whole budget; see the messages in results.csv."
@@ -551,7 +550,7 @@ def finish(config, tune_dir, tuner, splits, data, hypermodel_class=None):
     baseline = None
     if config.baseline:
         baseline = train_baseline(
-            config, tune_dir, splits, data, hypermodel_class
+            config, tune_dir, tuner.hypermodel, splits, data
         )
     best = export_best(config, tune_dir, tuner, splits, data)
     return report.write_report(
@@ -567,7 +566,7 @@ def baseline_hyperparameters(hypermodel):
     return hp
 
 
-def train_baseline(config, tune_dir, splits, data, hypermodel_class=None):
+def train_baseline(config, tune_dir, hypermodel, splits, data):
     """Trains (once) the baseline: the application's default model, with
     the search's fixed options, recipe and whole budget (the run
     `lstm-keras-train` makes with those options).
@@ -582,7 +581,6 @@ def train_baseline(config, tune_dir, splits, data, hypermodel_class=None):
         with open(result_path) as f:
             return json.load(f)
     os.makedirs(out, exist_ok=True)
-    hypermodel = make_hypermodel(config, splits, hypermodel_class)
     fixed = hypermodel.fixed_options
     hp = baseline_hyperparameters(hypermodel)
     keras.backend.clear_session()
@@ -630,7 +628,7 @@ def best_full_budget_trial(oracle, max_budget):
     trials = [
         t
         for t in oracle.get_best_trials(len(oracle.trials))
-        if t.hyperparameters.values.get(BUDGET, max_budget) >= max_budget
+        if has_whole_budget(t.hyperparameters.values, max_budget)
     ]
     return trials[0]
 
